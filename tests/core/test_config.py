@@ -1,0 +1,100 @@
+"""Settings from the environment: defaults, parsing, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import ConfigError, Secret, load_settings
+
+REQUIRED = {"DISCORD_TOKEN": "discord-token-value", "AI302_API_KEY": "sk-api-key-value"}
+
+
+def test_defaults() -> None:
+    settings = load_settings(REQUIRED)
+    assert settings.ai302_base_url == "https://api.302.ai"
+    assert settings.database_url == "sqlite:///data/bot.sqlite3"
+    assert settings.daily_quota == 20
+    assert settings.max_concurrent_jobs == 4
+    assert settings.dev_guild_id is None
+    assert settings.log_level == "INFO"
+    assert settings.api_timeout == 120.0
+    assert settings.max_reference_bytes == 10 * 1024 * 1024
+    assert settings.api_extras.watermark.enabled is False
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings(
+        REQUIRED
+        | {
+            "AI302_BASE_URL": "http://127.0.0.1:8080/",
+            "DATABASE_URL": "sqlite:////srv/bot.db",
+            "DAILY_QUOTA": "5",
+            "MAX_CONCURRENT_JOBS": "2",
+            "DEV_GUILD_ID": "123456789012345678",
+            "LOG_LEVEL": "debug",
+            "API_TIMEOUT_SECONDS": "30",
+            "MAX_REFERENCE_MB": "2",
+            "WATERMARK_ENABLED": "yes",
+            "WATERMARK_TEXT": "made by our bot",
+            "WATERMARK_POSITION": "top-left",
+            "WATERMARK_LANGUAGE": "en",
+            "WATERMARK_OPACITY": "0.5",
+            "SR_STEPS": "20",
+        }
+    )
+    assert settings.ai302_base_url == "http://127.0.0.1:8080"
+    assert settings.database_url == "sqlite:////srv/bot.db"
+    assert (settings.daily_quota, settings.max_concurrent_jobs) == (5, 2)
+    assert settings.dev_guild_id == 123456789012345678
+    assert settings.log_level == "DEBUG"
+    assert settings.api_timeout == 30.0
+    assert settings.max_reference_bytes == 2 * 1024 * 1024
+    mark = settings.api_extras.watermark
+    assert (mark.enabled, mark.text, mark.position, mark.language, mark.opacity) == (
+        True,
+        "made by our bot",
+        2,
+        1,
+        0.5,
+    )
+    assert settings.api_extras.sr_steps == 20
+
+
+@pytest.mark.parametrize("missing", ["DISCORD_TOKEN", "AI302_API_KEY"])
+def test_missing_secret_names_the_variable(missing: str) -> None:
+    env = dict(REQUIRED)
+    env[missing] = "   "
+    with pytest.raises(ConfigError, match=f"^{missing} is required"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DAILY_QUOTA", "twenty"),
+        ("DAILY_QUOTA", "-1"),
+        ("MAX_CONCURRENT_JOBS", "0"),
+        ("DEV_GUILD_ID", "my-guild"),
+        ("LOG_LEVEL", "LOUD"),
+        ("AI302_BASE_URL", "api.302.ai"),
+        ("DATABASE_URL", "postgres://x"),
+        ("API_TIMEOUT_SECONDS", "soon"),
+        ("WATERMARK_ENABLED", "maybe"),
+        ("WATERMARK_POSITION", "middle"),
+        ("WATERMARK_OPACITY", "2"),
+    ],
+)
+def test_malformed_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} is malformed") as caught:
+        load_settings(REQUIRED | {name: value})
+    assert "\n" not in str(caught.value)
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    settings = load_settings(REQUIRED)
+    shown = repr(settings) + str(settings)
+    assert "discord-token-value" not in shown
+    assert "sk-api-key-value" not in shown
+    assert settings.discord_token.reveal() == "discord-token-value"
+    assert settings.ai302_api_key == Secret("sk-api-key-value")
+    assert f"{settings.ai302_api_key}" == "Secret('********')"

@@ -1,0 +1,124 @@
+"""The SQLite store against a real database file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage import open_store, sqlite_path
+from storage.sqlite import MIGRATIONS, SQLiteStore
+
+GUILD, USER, OTHER_USER = 1, 10, 11
+DAY = "2026-11-21"
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    async with open_store(f"sqlite:///{tmp_path}/nested/bot.sqlite3") as opened:
+        yield opened
+
+
+async def reserve(store, job_id: str, *, user: int = USER, window: str = DAY, limit: int = 5) -> bool:
+    return await store.reserve_quota(job_id=job_id, guild_id=GUILD, user_id=user, window=window, limit=limit)
+
+
+def test_sqlite_path_relative_and_absolute() -> None:
+    assert sqlite_path("sqlite:///data/bot.sqlite3") == Path("data/bot.sqlite3")
+    assert sqlite_path("sqlite:////srv/bot.db") == Path("/srv/bot.db")
+    with pytest.raises(ValueError):
+        sqlite_path("postgresql://localhost/bot")
+
+
+async def test_open_creates_folder_and_schema_version(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/a/b/bot.sqlite3"):
+        pass
+    with sqlite3.connect(tmp_path / "a" / "b" / "bot.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bot.sqlite3"
+    async with open_store(url) as first:
+        assert await reserve(first, "job-1")
+        await first.set_meta("k", "v")
+    async with open_store(url) as second:
+        assert await second.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 1
+        assert await second.get_meta("k") == "v"
+
+
+async def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        await SQLiteStore.open(path)
+
+
+async def test_reserve_up_to_the_limit_then_refuse(store) -> None:
+    assert [await reserve(store, f"job-{n}", limit=3) for n in range(4)] == [True, True, True, False]
+    assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 3
+
+
+async def test_limits_are_per_user_and_per_window(store) -> None:
+    assert await reserve(store, "a", limit=1)
+    assert not await reserve(store, "b", limit=1)
+    assert await reserve(store, "c", user=OTHER_USER, limit=1)
+    assert await reserve(store, "d", window="2026-11-22", limit=1)
+
+
+async def test_refund_gives_the_generation_back_once(store) -> None:
+    assert await reserve(store, "job-1", limit=1)
+    assert await store.refund_quota("job-1")
+    assert not await store.refund_quota("job-1")
+    assert not await store.commit_quota("job-1")
+    assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 0
+    assert await reserve(store, "job-2", limit=1)
+
+
+async def test_commit_is_final_and_counts(store) -> None:
+    assert await reserve(store, "job-1")
+    assert await store.commit_quota("job-1")
+    assert not await store.commit_quota("job-1")
+    assert not await store.refund_quota("job-1")
+    assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 1
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
+
+
+async def test_reserving_the_same_job_twice_charges_once(store) -> None:
+    assert await reserve(store, "job-1")
+    assert await reserve(store, "job-1")
+    assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 1
+
+
+async def test_settling_an_unknown_job_does_nothing(store) -> None:
+    assert not await store.commit_quota("nope")
+    assert not await store.refund_quota("nope")
+
+
+async def test_fifty_concurrent_reservations_with_five_left(store) -> None:
+    for n in range(15):
+        assert await reserve(store, f"old-{n}", limit=20)
+    results = await asyncio.gather(*(reserve(store, f"new-{n}", limit=20) for n in range(50)))
+    assert results.count(True) == 5
+    assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 20
+
+
+async def test_two_connections_to_one_file_never_overspend(tmp_path: Path) -> None:
+    """Two processes sharing one database file: BEGIN IMMEDIATE keeps the count exact."""
+    url = f"sqlite:///{tmp_path}/shared.sqlite3"
+    async with open_store(url) as first, open_store(url) as second:
+        results = await asyncio.gather(
+            *(reserve(first if n % 2 else second, f"job-{n}", limit=7) for n in range(40))
+        )
+        assert results.count(True) == 7
+        assert await first.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 7
+
+
+async def test_meta_upsert(store) -> None:
+    assert await store.get_meta("missing") is None
+    await store.set_meta("key", "one")
+    await store.set_meta("key", "two")
+    assert await store.get_meta("key") == "two"
