@@ -81,7 +81,7 @@ class Settings:
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
-    """Builds Settings from a mapping such as `os.environ`; raises ConfigError naming the first bad variable."""
+    """Builds Settings from a mapping such as `os.environ`; raises ConfigError naming the bad variable."""
     reader = _Reader(env)
     watermark = Watermark(
         enabled=reader.get("WATERMARK_ENABLED", _boolean, False),

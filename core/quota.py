@@ -39,7 +39,7 @@ class QuotaStatus:
 
 
 class QuotaService:
-    """Reserve before the API call, commit after posting, refund on any failure: nothing else touches quotas."""
+    """Reserves before the API call, commits after posting, refunds on failure: the only code for quotas."""
 
     def __init__(self, store: Store, *, daily_limit: int, clock: Clock = utc_now) -> None:
         self._store = store

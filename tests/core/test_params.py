@@ -70,7 +70,9 @@ def test_bad_references_are_refused(content_type, width, height, size, key) -> N
 
 
 def test_good_reference_passes() -> None:
-    check_reference(content_type="image/jpeg; charset=binary", width=10, height=10, size=10 * MIB, max_bytes=10 * MIB)
+    check_reference(
+        content_type="image/jpeg; charset=binary", width=10, height=10, size=10 * MIB, max_bytes=10 * MIB
+    )
 
 
 def test_random_seed_is_chosen_so_it_can_be_shown() -> None:
@@ -102,7 +104,13 @@ def test_draw_payload_has_every_field_and_the_configured_extras() -> None:
         "sr_strength": 0.4,
         "sr_steps": 20,
         "return_url": True,
-        "logo_info": {"add_logo": True, "position": 3, "language": 1, "opacity": 0.5, "logo_text_content": "ours"},
+        "logo_info": {
+            "add_logo": True,
+            "position": 3,
+            "language": 1,
+            "opacity": 0.5,
+            "logo_text_content": "ours",
+        },
     }
 
 
