@@ -13,7 +13,9 @@ class Store(Protocol):
     rows count against the user's limit in their window.
     """
 
-    async def reserve_quota(self, *, job_id: str, guild_id: int, user_id: int, window: str, limit: int) -> bool:
+    async def reserve_quota(
+        self, *, job_id: str, guild_id: int, user_id: int, window: str, limit: int
+    ) -> bool:
         """Atomically reserves one generation if fewer than `limit` are used in `window`.
 
         Returns False when the quota is exhausted. Reserving the same job id twice reserves once.

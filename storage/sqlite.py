@@ -81,7 +81,9 @@ class SQLiteStore:
             row = await cursor.fetchone()
         version = row[0] if row else 0
         if version > len(MIGRATIONS):
-            raise RuntimeError(f"the database schema (v{version}) is newer than this bot (v{len(MIGRATIONS)})")
+            raise RuntimeError(
+                f"the database schema (v{version}) is newer than this bot (v{len(MIGRATIONS)})"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             log.info("migrating the database to schema v%d", number)
             async with self._transaction() as db:
@@ -89,7 +91,9 @@ class SQLiteStore:
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {number}")
 
-    async def reserve_quota(self, *, job_id: str, guild_id: int, user_id: int, window: str, limit: int) -> bool:
+    async def reserve_quota(
+        self, *, job_id: str, guild_id: int, user_id: int, window: str, limit: int
+    ) -> bool:
         async with self._transaction() as db:
             async with db.execute("SELECT 1 FROM quota_ledger WHERE job_id = ?", (job_id,)) as cursor:
                 if await cursor.fetchone():
@@ -146,6 +150,7 @@ class SQLiteStore:
     async def set_meta(self, key: str, value: str) -> None:
         async with self._transaction() as db:
             await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )

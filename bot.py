@@ -1,0 +1,116 @@
+"""Entry point: `python bot.py` loads the settings, opens the store and the HTTP session, and runs the bot."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+
+import aiohttp
+import discord
+from discord.ext import commands
+from dotenv import load_dotenv
+
+from cogs._tree import BotTree
+from core.config import ConfigError, Settings, load_settings
+from core.doubao import DoubaoClient
+from core.jobs import JobRunner
+from core.quota import QuotaService
+from storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.generate", "cogs.quota")
+
+
+class DoubaoBot(commands.Bot):
+    """The Discord side: holds the services the cogs call, loads the cogs, keeps the commands in sync."""
+
+    def __init__(self, *, settings: Settings, store: Store, quota: QuotaService, jobs: JobRunner) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents(guilds=True),
+            tree_cls=BotTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.store = store
+        self.quota = quota
+        self.jobs = jobs
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Registers the slash commands, only when they differ from what was last registered."""
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
+        if await self.store.get_meta(key) == digest:
+            log.info("slash commands unchanged, not syncing")
+            return
+        synced = await self.tree.sync(guild=guild)
+        await self.store.set_meta(key, digest)
+        log.info("synced %d slash commands %s", len(synced), f"to guild {guild.id}" if guild else "globally")
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d guilds", self.user, len(self.guilds))
+
+
+def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) -> DoubaoBot:
+    """Wires the services together; the caller owns the session and the store."""
+    client = DoubaoClient(
+        session,
+        api_key=settings.ai302_api_key.reveal(),
+        base_url=settings.ai302_base_url,
+        timeout=settings.api_timeout,
+    )
+    quota = QuotaService(store, daily_limit=settings.daily_quota)
+    jobs = JobRunner(
+        quota=quota,
+        client=client,
+        session=session,
+        extras=settings.api_extras,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+    )
+    return DoubaoBot(settings=settings, store=store, quota=quota, jobs=jobs)
+
+
+async def run(settings: Settings) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        open_store(settings.database_url) as store,
+        build_bot(settings, session, store) as bot,
+    ):
+        await bot.start(settings.discord_token.reveal())
+
+
+def main() -> int:
+    load_dotenv()
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
+    try:
+        asyncio.run(run(settings))
+    except discord.LoginFailure:
+        log.error("Discord refused the token: check DISCORD_TOKEN")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Answering an interaction whatever state it is in, in the user's language, without pinging anyone."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import discord
+
+from core.i18n import language_for, t
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+# Deliver through the channel a little before Discord's 15-minute token limit, not after it.
+TOKEN_SAFETY_MARGIN = timedelta(seconds=30)
+INVALID_WEBHOOK_TOKEN = 50027
+
+
+def language_of(interaction: discord.Interaction) -> str:
+    guild_locale = interaction.guild_locale.value if interaction.guild_locale else None
+    return language_for(interaction.locale.value, guild_locale)
+
+
+def text(interaction: discord.Interaction, key: str, **params: Any) -> str:
+    """The catalogue text for this user, with datetimes shown as Discord timestamps."""
+    shown = {name: _display(value) for name, value in params.items()}
+    return t(language_of(interaction), key, **shown)
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return f"{discord.utils.format_dt(value, 'R')} ({discord.utils.format_dt(value, 'f')})"
+    return value
+
+
+def token_usable(interaction: discord.Interaction) -> bool:
+    return discord.utils.utcnow() < interaction.expires_at - TOKEN_SAFETY_MARGIN
+
+
+def token_rejected(error: discord.HTTPException) -> bool:
+    """Discord refused the interaction token: it expired, or the response was deleted."""
+    return isinstance(error, discord.NotFound) or error.code == INVALID_WEBHOOK_TOKEN
+
+
+async def reply_private(interaction: discord.Interaction, content: str) -> None:
+    """Tells only the user, whether or not the interaction was already answered or deferred."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(content, ephemeral=True, allowed_mentions=NO_PINGS)
+        return
+    if not token_usable(interaction):
+        await _tell_in_channel(interaction, content)
+        return
+    try:
+        # A deferred public "thinking" message would show the error to everyone: replace it by a private one.
+        await interaction.delete_original_response()
+    except discord.HTTPException as error:
+        log.debug("could not delete the deferred response: %s", error)
+    try:
+        await interaction.followup.send(content, ephemeral=True, allowed_mentions=NO_PINGS)
+    except discord.HTTPException as error:
+        if not token_rejected(error):
+            raise
+        await _tell_in_channel(interaction, content)
+
+
+async def _tell_in_channel(interaction: discord.Interaction, content: str) -> None:
+    channel = interaction.channel
+    if not isinstance(channel, discord.abc.Messageable):
+        log.warning("cannot tell user %s: no channel to write to", interaction.user.id)
+        return
+    await channel.send(
+        f"{interaction.user.mention} {content}",
+        allowed_mentions=discord.AllowedMentions(users=[interaction.user], everyone=False, roles=False),
+    )

@@ -1,0 +1,30 @@
+"""The command tree: one place that turns any app-command error into a message for the user."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from cogs._replies import reply_private, text
+from core.errors import UserFacingError
+
+log = logging.getLogger(__name__)
+
+
+class BotTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, UserFacingError):
+            content = text(interaction, cause.key, **cause.params)
+        elif isinstance(cause, app_commands.TransformerError | app_commands.CheckFailure):
+            content = text(interaction, "error.bad_choice", option=getattr(cause, "value", "?"))
+        else:
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("command %s failed", command, exc_info=cause)
+            content = text(interaction, "error.command_failed")
+        try:
+            await reply_private(interaction, content)
+        except discord.HTTPException:
+            log.exception("could not tell user %s about an error", interaction.user.id)

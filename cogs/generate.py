@@ -1,0 +1,212 @@
+"""/draw and /character: turn the options into a request, defer at once, then post the image."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.app_commands import Choice, Range
+from discord.ext import commands
+
+from cogs._guards import require_guild
+from cogs._render import result_embed, result_file
+from cogs._replies import NO_PINGS, text, token_rejected, token_usable
+from core.jobs import DeliveryError, GenerationRequest, GenerationResult
+from core.params import (
+    MAX_PROMPT_CHARS,
+    MODELS,
+    SCALE_RANGE,
+    SEED_MAX,
+    SIZE_PRESETS,
+    STEPS_RANGE,
+    STRENGTH_RANGE,
+    STYLES,
+    CharacterParams,
+    Command,
+    DrawParams,
+    check_choice,
+    check_range,
+    check_reference,
+    clean_prompt,
+    size_for,
+)
+
+if TYPE_CHECKING:
+    from bot import DoubaoBot
+
+log = logging.getLogger(__name__)
+
+SIZE_CHOICES = [Choice(name=f"{ratio} ({w}×{h})", value=ratio) for ratio, (w, h) in SIZE_PRESETS.items()]
+MODEL_CHOICES = [Choice(name=model, value=model) for model in MODELS]
+STYLE_CHOICES = [Choice(name="standard", value="standard"), Choice(name="aesthetic", value="aesthetic")]
+
+Prompt = Range[str, 1, MAX_PROMPT_CHARS]
+Seed = Range[int, 0, SEED_MAX]
+Scale = Range[float, SCALE_RANGE[0], SCALE_RANGE[1]]
+Steps = Range[int, STEPS_RANGE[0], STEPS_RANGE[1]]
+Strength = Range[float, STRENGTH_RANGE[0], STRENGTH_RANGE[1]]
+
+
+def check_common(seed: int | None, scale: float | None, steps: int | None) -> None:
+    check_range("seed", seed, 0, SEED_MAX)
+    check_range("scale", scale, *SCALE_RANGE)
+    check_range("steps", steps, *STEPS_RANGE)
+
+
+class Generate(commands.Cog):
+    def __init__(self, bot: DoubaoBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="draw", description="Draw an image from a text prompt")
+    @app_commands.describe(
+        prompt="What to draw (English or Chinese; put text to write in the image in quotes)",
+        size="Aspect ratio and size",
+        model="Model version",
+        style="Standard or aesthetic rendering",
+        seed="Seed for a repeatable result (random when left out)",
+        scale="How closely to follow the prompt (1-10, default 3.5)",
+        steps="Sampling steps (1-50, default 25)",
+        upscale="Upscale the result (slower)",
+        rewrite_prompt="Let the model expand the prompt first (default on)",
+    )
+    @app_commands.choices(size=SIZE_CHOICES, model=MODEL_CHOICES, style=STYLE_CHOICES)
+    async def draw(
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        size: str | None = None,
+        model: str | None = None,
+        style: str | None = None,
+        seed: Seed | None = None,
+        scale: Scale | None = None,
+        steps: Steps | None = None,
+        upscale: bool = False,
+        rewrite_prompt: bool = True,
+    ) -> None:
+        guild_id = require_guild(interaction)
+        check_common(seed, scale, steps)
+        check_choice("model", model, MODELS)
+        check_choice("style", style, STYLES)
+        width, height = size_for(size)
+        params = DrawParams(
+            prompt=clean_prompt(prompt),
+            width=width,
+            height=height,
+            model_version=model or DrawParams.model_version,
+            style=style,
+            seed=-1 if seed is None else seed,
+            scale=DrawParams.scale if scale is None else scale,
+            steps=DrawParams.steps if steps is None else steps,
+            upscale=upscale,
+            rewrite_prompt=rewrite_prompt,
+        )
+        await self._generate(
+            interaction,
+            GenerationRequest(
+                Command.DRAW, params, guild_id, interaction.channel_id or 0, interaction.user.id
+            ),
+        )
+
+    @app_commands.command(
+        name="character", description="Draw an image that keeps the subject or face of a reference"
+    )
+    @app_commands.describe(
+        prompt="What to draw with the subject of the reference",
+        reference="A PNG, JPEG or WEBP image of the subject",
+        size="Aspect ratio and size",
+        subject_strength="How closely to keep the subject's appearance (0-1, default 0.7)",
+        face_strength="How closely to keep the face (0-1, default 0.36)",
+        seed="Seed for a repeatable result (random when left out)",
+        scale="How closely to follow the prompt (1-10, default 3.5)",
+        steps="Sampling steps (1-50, default 9)",
+        upscale="Upscale the result (slower)",
+    )
+    @app_commands.choices(size=SIZE_CHOICES)
+    async def character(
+        self,
+        interaction: discord.Interaction,
+        prompt: Prompt,
+        reference: discord.Attachment,
+        size: str | None = None,
+        subject_strength: Strength | None = None,
+        face_strength: Strength | None = None,
+        seed: Seed | None = None,
+        scale: Scale | None = None,
+        steps: Steps | None = None,
+        upscale: bool = False,
+    ) -> None:
+        guild_id = require_guild(interaction)
+        check_common(seed, scale, steps)
+        check_range("subject_strength", subject_strength, *STRENGTH_RANGE)
+        check_range("face_strength", face_strength, *STRENGTH_RANGE)
+        cleaned = clean_prompt(prompt)
+        check_reference(
+            content_type=reference.content_type,
+            width=reference.width,
+            height=reference.height,
+            size=reference.size,
+            max_bytes=self.bot.settings.max_reference_bytes,
+        )
+        width, height = size_for(size)
+        params = CharacterParams(
+            prompt=cleaned,
+            reference_url=reference.url,
+            width=width,
+            height=height,
+            subject_strength=CharacterParams.subject_strength
+            if subject_strength is None
+            else subject_strength,
+            face_strength=CharacterParams.face_strength if face_strength is None else face_strength,
+            seed=-1 if seed is None else seed,
+            scale=CharacterParams.scale if scale is None else scale,
+            steps=CharacterParams.steps if steps is None else steps,
+            upscale=upscale,
+        )
+        await self._generate(
+            interaction,
+            GenerationRequest(
+                Command.CHARACTER, params, guild_id, interaction.channel_id or 0, interaction.user.id
+            ),
+        )
+
+    async def _generate(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
+        await interaction.response.defer(thinking=True)
+
+        async def deliver(result: GenerationResult) -> None:
+            try:
+                await post_result(interaction, result)
+            except discord.HTTPException as error:
+                raise DeliveryError(f"Discord refused the image: {error.status} {error.code}") from error
+
+        await self.bot.jobs.generate(request, deliver, upload_limit=interaction.filesize_limit)
+
+
+async def post_result(interaction: discord.Interaction, result: GenerationResult) -> None:
+    """Replaces the "thinking" message by the image, or posts it in the channel once the token is gone."""
+    if token_usable(interaction):
+        try:
+            await interaction.edit_original_response(
+                embed=result_embed(interaction, result),
+                attachments=[result_file(result)],
+                allowed_mentions=NO_PINGS,
+            )
+            return
+        except discord.HTTPException as error:
+            if not token_rejected(error):
+                raise
+            log.info("interaction token for job %s no longer valid; posting in the channel", result.job_id)
+    channel = interaction.channel
+    if not isinstance(channel, discord.abc.Messageable):
+        raise DeliveryError("no channel to post the late result in")
+    await channel.send(
+        text(interaction, "result.late_delivery", mention=interaction.user.mention),
+        embed=result_embed(interaction, result),
+        file=result_file(result),
+        allowed_mentions=discord.AllowedMentions(users=[interaction.user], everyone=False, roles=False),
+    )
+
+
+async def setup(bot: DoubaoBot) -> None:
+    await bot.add_cog(Generate(bot))
