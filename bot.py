@@ -73,6 +73,8 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         api_key=settings.ai302_api_key.reveal(),
         base_url=settings.ai302_base_url,
         timeout=settings.api_timeout,
+        max_attempts=settings.api_max_attempts,
+        backoff_base=settings.api_retry_backoff,
     )
     quota = QuotaService(store, daily_limit=settings.daily_quota)
     jobs = JobRunner(

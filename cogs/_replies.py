@@ -44,25 +44,26 @@ def token_rejected(error: discord.HTTPException) -> bool:
     return isinstance(error, discord.NotFound) or error.code == INVALID_WEBHOOK_TOKEN
 
 
-async def reply_private(interaction: discord.Interaction, content: str) -> None:
-    """Tells only the user, whether or not the interaction was already answered or deferred."""
+async def reply(interaction: discord.Interaction, content: str) -> None:
+    """Answers in whatever state the interaction is in.
+
+    Not yet answered: a private message. Deferred: the "thinking" message becomes the answer (Discord keeps
+    the deferral's visibility, so checks that concern one user run before deferring). Token gone: a channel
+    message that mentions the user only.
+    """
     if not interaction.response.is_done():
         await interaction.response.send_message(content, ephemeral=True, allowed_mentions=NO_PINGS)
         return
-    if not token_usable(interaction):
-        await _tell_in_channel(interaction, content)
-        return
-    try:
-        # A deferred public "thinking" message would show the error to everyone: replace it by a private one.
-        await interaction.delete_original_response()
-    except discord.HTTPException as error:
-        log.debug("could not delete the deferred response: %s", error)
-    try:
-        await interaction.followup.send(content, ephemeral=True, allowed_mentions=NO_PINGS)
-    except discord.HTTPException as error:
-        if not token_rejected(error):
-            raise
-        await _tell_in_channel(interaction, content)
+    if token_usable(interaction):
+        try:
+            await interaction.edit_original_response(
+                content=content, embed=None, attachments=[], view=None, allowed_mentions=NO_PINGS
+            )
+            return
+        except discord.HTTPException as error:
+            if not token_rejected(error):
+                raise
+    await _tell_in_channel(interaction, content)
 
 
 async def _tell_in_channel(interaction: discord.Interaction, content: str) -> None:

@@ -7,7 +7,7 @@ import logging
 import discord
 from discord import app_commands
 
-from cogs._replies import reply_private, text
+from cogs._replies import reply, text
 from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,6 @@ class BotTree(app_commands.CommandTree):
             log.error("command %s failed", command, exc_info=cause)
             content = text(interaction, "error.command_failed")
         try:
-            await reply_private(interaction, content)
+            await reply(interaction, content)
         except discord.HTTPException:
             log.exception("could not tell user %s about an error", interaction.user.id)

@@ -172,6 +172,8 @@ class Generate(commands.Cog):
         )
 
     async def _generate(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
+        # Said privately before deferring: after a public defer every answer is public.
+        await self.bot.quota.check(guild_id=request.guild_id, user_id=request.user_id)
         await interaction.response.defer(thinking=True)
 
         async def deliver(result: GenerationResult) -> None:

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._guards import require_guild
-from cogs._replies import reply_private, text
+from cogs._replies import reply, text
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
@@ -23,7 +23,7 @@ class Quota(commands.Cog):
     async def quota(self, interaction: discord.Interaction) -> None:
         guild_id = require_guild(interaction)
         status = await self.bot.quota.status(guild_id=guild_id, user_id=interaction.user.id)
-        await reply_private(
+        await reply(
             interaction,
             text(
                 interaction,

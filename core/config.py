@@ -76,6 +76,8 @@ class Settings:
     dev_guild_id: int | None = None
     log_level: str = "INFO"
     api_timeout: float = 120.0
+    api_max_attempts: int = 3
+    api_retry_backoff: float = 1.0
     max_reference_bytes: int = 10 * 1024 * 1024
     api_extras: ApiExtras = field(default_factory=ApiExtras)
 
@@ -107,7 +109,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_concurrent_jobs=reader.get("MAX_CONCURRENT_JOBS", _integer(1, 64), 4),
         dev_guild_id=reader.get("DEV_GUILD_ID", _snowflake, None),
         log_level=reader.get("LOG_LEVEL", _choice({level: level for level in LOG_LEVELS}), "INFO"),
-        api_timeout=reader.get("API_TIMEOUT_SECONDS", _number(1.0, 3600.0), 120.0),
+        api_timeout=reader.get("API_TIMEOUT_SECONDS", _number(0.1, 3600.0), 120.0),
+        api_max_attempts=reader.get("API_MAX_ATTEMPTS", _integer(1, 10), 3),
+        api_retry_backoff=reader.get("API_RETRY_BACKOFF_SECONDS", _number(0.0, 60.0), 1.0),
         max_reference_bytes=reader.get("MAX_REFERENCE_MB", _megabytes, 10 * 1024 * 1024),
         api_extras=extras,
     )

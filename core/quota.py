@@ -51,6 +51,13 @@ class QuotaService:
         used = await self._store.used_quota(guild_id=guild_id, user_id=user_id, window=window.key)
         return QuotaStatus(limit=self._daily_limit, used=used, resets_at=window.resets_at)
 
+    async def check(self, *, guild_id: int, user_id: int) -> QuotaStatus:
+        """Raises QuotaExhausted when nothing is left; a cheap early answer, the reservation still decides."""
+        status = await self.status(guild_id=guild_id, user_id=user_id)
+        if status.remaining == 0:
+            raise self._exhausted(status.resets_at)
+        return status
+
     async def reserve(self, *, job_id: str, guild_id: int, user_id: int) -> QuotaStatus:
         """Reserves one generation or raises QuotaExhausted; returns the status including this reservation."""
         window = QuotaWindow.daily(self._clock())
@@ -58,9 +65,12 @@ class QuotaService:
             job_id=job_id, guild_id=guild_id, user_id=user_id, window=window.key, limit=self._daily_limit
         )
         if not reserved:
-            raise QuotaExhausted("error.quota_exhausted", limit=self._daily_limit, resets_at=window.resets_at)
+            raise self._exhausted(window.resets_at)
         used = await self._store.used_quota(guild_id=guild_id, user_id=user_id, window=window.key)
         return QuotaStatus(limit=self._daily_limit, used=used, resets_at=window.resets_at)
+
+    def _exhausted(self, resets_at: datetime) -> QuotaExhausted:
+        return QuotaExhausted("error.quota_exhausted", limit=self._daily_limit, resets=resets_at)
 
     async def commit(self, job_id: str) -> bool:
         return await self._store.commit_quota(job_id)

@@ -84,7 +84,11 @@ async def test_success_delivers_the_served_bytes_and_commits(runner, api, store)
 
 async def test_character_sends_the_reference(runner, api) -> None:
     request = GenerationRequest(
-        Command.CHARACTER, CharacterParams(prompt="p", reference_url="https://cdn/ref.png"), GUILD, CHANNEL, USER
+        Command.CHARACTER,
+        CharacterParams(prompt="p", reference_url="https://cdn/ref.png"),
+        GUILD,
+        CHANNEL,
+        USER,
     )
     await runner.generate(request, Deliveries(), upload_limit=BIG)
     assert api.requests[0].path == "/doubao/drawing/character"
@@ -144,10 +148,15 @@ async def test_delivery_failure_refunds(runner, store) -> None:
 
 
 async def test_cancelled_job_refunds(runner, api, store) -> None:
-    api.default_response = FakeResponse.delay(5)
+    reached_api = asyncio.Event()
+
+    def slow(_payload: object) -> FakeResponse:
+        reached_api.set()
+        return FakeResponse.delay(5)
+
+    api.default_response = slow
     task = asyncio.create_task(runner.generate(draw(), Deliveries(), upload_limit=BIG))
-    while not api.in_flight:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(reached_api.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -161,7 +170,7 @@ async def test_exhausted_quota_makes_no_api_call(runner, api, store) -> None:
     with pytest.raises(QuotaExhausted) as caught:
         await runner.generate(draw(), Deliveries(), upload_limit=BIG)
     assert caught.value.params["limit"] == 5
-    assert caught.value.params["resets_at"].hour == 0
+    assert caught.value.params["resets"].hour == 0
     assert api.requests == []
 
 

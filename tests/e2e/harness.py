@@ -1,0 +1,107 @@
+"""The whole bot, wired as `bot.py` does, against the fake Discord and fake 302.ai, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot import DoubaoBot, build_bot
+from core.config import Settings, load_settings
+from storage import Store, open_store
+from tests.fakes.discord import FakeDiscord, FakeMessage, FakeUser, InteractionRecord
+from tests.fakes.doubao_server import FakeDoubao
+
+API_KEY = "sk-e2e-secret-api-key-0123456789abcdef"
+
+
+class BotHarness:
+    """Starts, stops and restarts the real bot on the same database; the fakes outlive restarts."""
+
+    def __init__(self, discord: FakeDiscord, api: FakeDoubao, database: Path, env: dict[str, str]) -> None:
+        self.discord = discord
+        self.api = api
+        self.database = database
+        self.settings: Settings = load_settings(
+            {
+                "DISCORD_TOKEN": discord.bot_token,
+                "AI302_API_KEY": API_KEY,
+                "AI302_BASE_URL": api.base_url,
+                "DATABASE_URL": f"sqlite:///{database}",
+                "DAILY_QUOTA": "5",
+                "API_TIMEOUT_SECONDS": "5",
+                "API_MAX_ATTEMPTS": "2",
+                "API_RETRY_BACKOFF_SECONDS": "0.01",
+            }
+            | env
+        )
+        self.bot: DoubaoBot | None = None
+        self.store: Store | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def start(self) -> DoubaoBot:
+        assert self._stack is None, "already running"
+        stack = contextlib.AsyncExitStack()
+        try:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            self.store = await stack.enter_async_context(open_store(self.settings.database_url))
+            self.bot = build_bot(self.settings, session, self.store)
+            await stack.enter_async_context(self.discord.running(self.bot))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self.bot
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+        self.bot = None
+        self.store = None
+
+    async def restart(self) -> DoubaoBot:
+        await self.stop()
+        return await self.start()
+
+    async def draw(self, user: FakeUser | None = None, **options: Any) -> InteractionRecord:
+        options.setdefault("prompt", "a red fox in the snow")
+        return await self.discord.invoke("draw", user=user, **options)
+
+    async def ledger(self, timeout: float = 5.0) -> dict[str, int]:  # noqa: ASYNC109
+        """The ledger totals once no reservation is left open (jobs settle just after their last message)."""
+        assert self.store is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        totals = await self.store.ledger_totals()
+        while totals["reserved"] and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # the store has no change notification to wait on
+            totals = await self.store.ledger_totals()
+        return totals
+
+
+@contextlib.asynccontextmanager
+async def running_harness(
+    tmp_path: Path, *, env: dict[str, str] | None = None, **discord_options: Any
+) -> AsyncIterator[BotHarness]:
+    async with FakeDoubao(api_key=API_KEY) as api:
+        discord = FakeDiscord(**discord_options)
+        await discord.start()
+        harness = BotHarness(discord, api, tmp_path / "data" / "bot.sqlite3", env or {})
+        try:
+            await harness.start()
+            await discord.wait_for_commands_synced()
+            yield harness
+        finally:
+            await harness.stop()
+            await discord.close()
+        discord.assert_no_violations()
+
+
+def image_attachment(message: FakeMessage) -> bytes:
+    assert message.attachments, f"no attachment on message {message.id}: {message.content!r}"
+    return message.attachments[0].bytes
