@@ -97,7 +97,7 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> int:
-    load_dotenv()
+    load_dotenv(".env")  # the working folder, as the README says (not the folder of this file)
     try:
         settings = load_settings(os.environ)
     except ConfigError as error:

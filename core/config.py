@@ -63,6 +63,7 @@ class ApiExtras:
     sr_strength: float | None = None
     sr_scale: float | None = None
     sr_steps: int | None = None
+    cfg_rescale: float | None = None  # /character only
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         sr_strength=reader.get("SR_STRENGTH", _number(0.0, 1.0), None),
         sr_scale=reader.get("SR_SCALE", _number(1.0, 10.0), None),
         sr_steps=reader.get("SR_STEPS", _integer(1, 50), None),
+        cfg_rescale=reader.get("CFG_RESCALE", _number(0.0, 1.0), None),
     )
     return Settings(
         discord_token=Secret(reader.required("DISCORD_TOKEN")),

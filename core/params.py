@@ -92,7 +92,7 @@ class CharacterParams:
     upscale: bool = False
 
     def payload(self, extras: ApiExtras) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "prompt": self.prompt,
             "image_urls": [self.reference_url],
             "seed": self.seed,
@@ -106,6 +106,9 @@ class CharacterParams:
             "return_url": True,
             "logo_info": _logo_info(extras),
         }
+        if extras.cfg_rescale is not None:
+            body["cfg_rescale"] = extras.cfg_rescale
+        return body
 
 
 Params = DrawParams | CharacterParams

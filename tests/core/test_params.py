@@ -123,6 +123,8 @@ def test_draw_payload_leaves_out_super_resolution_when_not_upscaling() -> None:
 def test_character_payload() -> None:
     params = CharacterParams(prompt="p", reference_url="https://cdn/ref.png", seed=3)
     payload = params.payload(ApiExtras())
+    assert "cfg_rescale" not in payload
+    assert params.payload(ApiExtras(cfg_rescale=0.7))["cfg_rescale"] == 0.7
     assert payload["image_urls"] == ["https://cdn/ref.png"]
     assert (payload["ref_ip_weight"], payload["ref_id_weight"], payload["ddim_steps"]) == (0.7, 0.36, 9)
     assert payload["logo_info"]["add_logo"] is False

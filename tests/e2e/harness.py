@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,18 @@ class BotHarness:
 
 @contextlib.asynccontextmanager
 async def running_harness(
-    tmp_path: Path, *, env: dict[str, str] | None = None, **discord_options: Any
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    env_for: Callable[[FakeDiscord], dict[str, str]] | None = None,
+    **discord_options: Any,
 ) -> AsyncIterator[BotHarness]:
+    """A started bot; `env` adds settings, `env_for` settings that name things in the fake Discord."""
     async with FakeDoubao(api_key=API_KEY) as api:
         discord = FakeDiscord(**discord_options)
         await discord.start()
-        harness = BotHarness(discord, api, tmp_path / "data" / "bot.sqlite3", env or {})
+        settings = (env or {}) | (env_for(discord) if env_for else {})
+        harness = BotHarness(discord, api, tmp_path / "data" / "bot.sqlite3", settings)
         try:
             await harness.start()
             await discord.wait_for_commands_synced()

@@ -1,0 +1,65 @@
+"""Start-up: `python bot.py` stops with one clear line on bad settings, and registers commands by itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_harness
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bot(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # An empty working folder: no .env to pick up; only the variables given here.
+    base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bot.py")],
+        cwd=tmp_path,
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "DISCORD_TOKEN"),
+        ({"DISCORD_TOKEN": "t"}, "AI302_API_KEY"),
+        ({"DISCORD_TOKEN": "t", "AI302_API_KEY": "k", "DAILY_QUOTA": "lots"}, "DAILY_QUOTA"),
+        ({"DISCORD_TOKEN": "t", "AI302_API_KEY": "k", "DEV_GUILD_ID": "abc"}, "DEV_GUILD_ID"),
+    ],
+)
+def test_bad_settings_stop_the_start_with_one_line(tmp_path: Path, env: dict[str, str], named: str) -> None:
+    result = run_bot(tmp_path, env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "DISCORD_TOKEN=from-dotenv\nAI302_API_KEY=from-dotenv\nMAX_CONCURRENT_JOBS=0\n"
+    )
+    result = run_bot(tmp_path, {})
+    assert result.returncode == 2 and "MAX_CONCURRENT_JOBS" in result.stderr
+    assert "from-dotenv" not in result.stderr
+
+
+async def test_dev_guild_gets_the_commands_and_nothing_is_global(tmp_path: Path) -> None:
+    async with running_harness(
+        tmp_path, env_for=lambda fake: {"DEV_GUILD_ID": str(fake.guild.id)}
+    ) as harness:
+        names = {command["name"] for command in harness.discord.synced_commands(harness.discord.guild)}
+        assert names == {"draw", "character", "quota"}
+        assert harness.discord.synced_commands() == []
+        message = await (await harness.draw()).wait_for_final()
+        assert message.attachments
