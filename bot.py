@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 
 import aiohttp
@@ -14,22 +15,23 @@ import discord
 from discord.ext import commands
 from dotenv import load_dotenv
 
+from cogs._job_events import DiscordJobEvents
 from cogs._tree import BotTree
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
-from core.jobs import JobRunner
+from core.jobs import JobLimits, JobService
 from core.quota import QuotaService
 from storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.generate", "cogs.quota")
+EXTENSIONS = ("cogs.generate", "cogs.quota", "cogs.jobs")
 
 
 class DoubaoBot(commands.Bot):
     """The Discord side: holds the services the cogs call, loads the cogs, keeps the commands in sync."""
 
-    def __init__(self, *, settings: Settings, store: Store, quota: QuotaService, jobs: JobRunner) -> None:
+    def __init__(self, *, settings: Settings, store: Store, quota: QuotaService, jobs: JobService) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents(guilds=True),
@@ -45,6 +47,7 @@ class DoubaoBot(commands.Bot):
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self.jobs.start(DiscordJobEvents(self, edit_interval=self.settings.status_edit_interval))
         await self.sync_commands()
 
     async def sync_commands(self) -> None:
@@ -65,6 +68,11 @@ class DoubaoBot(commands.Bot):
     async def on_ready(self) -> None:
         log.info("ready as %s in %d guilds", self.user, len(self.guilds))
 
+    async def close(self) -> None:
+        """Lets running jobs finish (within the grace period) and settles the rest before disconnecting."""
+        await self.jobs.shutdown()
+        await super().close()
+
 
 def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) -> DoubaoBot:
     """Wires the services together; the caller owns the session and the store."""
@@ -77,12 +85,18 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         backoff_base=settings.api_retry_backoff,
     )
     quota = QuotaService(store, daily_limit=settings.daily_quota)
-    jobs = JobRunner(
+    jobs = JobService(
+        store=store,
         quota=quota,
         client=client,
         session=session,
         extras=settings.api_extras,
-        max_concurrent_jobs=settings.max_concurrent_jobs,
+        limits=JobLimits(
+            max_concurrent=settings.max_concurrent_jobs,
+            max_per_user=settings.max_jobs_per_user,
+            max_queue=settings.max_queue,
+            shutdown_grace=settings.shutdown_grace,
+        ),
     )
     return DoubaoBot(settings=settings, store=store, quota=quota, jobs=jobs)
 
@@ -93,7 +107,15 @@ async def run(settings: Settings) -> None:
         open_store(settings.database_url) as store,
         build_bot(settings, session, store) as bot,
     ):
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, _stop, bot, signal.Signals(signum).name)
         await bot.start(settings.discord_token.reveal())
+
+
+def _stop(bot: DoubaoBot, signal_name: str) -> None:
+    log.info("%s received: finishing running jobs, then stopping", signal_name)
+    asyncio.get_running_loop().create_task(bot.close())
 
 
 def main() -> int:
@@ -109,8 +131,6 @@ def main() -> int:
     except discord.LoginFailure:
         log.error("Discord refused the token: check DISCORD_TOKEN")
         return 1
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

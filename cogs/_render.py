@@ -1,4 +1,4 @@
-"""What a finished image looks like in Discord."""
+"""What jobs look like in Discord: the result embed, the status lines, the details."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import io
 
 import discord
 
-from cogs._replies import text
-from core.jobs import GenerationResult
-from core.params import Command, DrawParams
+from core.i18n import t
+from core.images import DownloadedImage
+from core.jobs import Job
+from core.params import CharacterParams, DrawParams
+from core.quota import QuotaStatus
 
 PROMPT_SHOWN_CHARS = 1000  # an embed description holds 4096; keep the message compact
 
@@ -17,27 +19,52 @@ def trim(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def result_embed(interaction: discord.Interaction, result: GenerationResult) -> discord.Embed:
-    params = result.params
-    embed = discord.Embed(
-        description=trim(params.prompt, PROMPT_SHOWN_CHARS), colour=discord.Colour.blurple()
-    )
-    embed.add_field(name=text(interaction, "result.requested_by"), value=f"<@{result.request.user_id}>")
-    embed.add_field(name=text(interaction, "result.size"), value=f"{params.width}×{params.height}")
-    embed.add_field(name=text(interaction, "result.seed"), value=str(params.seed))
+def result_embed(job: Job, image: DownloadedImage, quota: QuotaStatus) -> discord.Embed:
+    params, language = job.params, job.language
+    embed = discord.Embed(description=trim(params.prompt, PROMPT_SHOWN_CHARS), colour=discord.Colour.blurple())
+    embed.add_field(name=t(language, "result.requested_by"), value=f"<@{job.user_id}>")
+    embed.add_field(name=t(language, "result.size"), value=f"{params.width}×{params.height}")
+    embed.add_field(name=t(language, "result.seed"), value=str(params.seed))
     if isinstance(params, DrawParams):
-        embed.add_field(name=text(interaction, "result.model"), value=params.model_version)
+        embed.add_field(name=t(language, "result.model"), value=params.model_version)
     embed.add_field(
-        name=text(interaction, "result.remaining"),
-        value=text(
-            interaction, "result.remaining_value", remaining=result.quota.remaining, limit=result.quota.limit
-        ),
+        name=t(language, "result.remaining"),
+        value=t(language, "result.remaining_value", remaining=quota.remaining, limit=quota.limit),
     )
-    footer = "result.footer_draw" if result.request.command is Command.DRAW else "result.footer_character"
-    embed.set_footer(text=text(interaction, footer))
-    embed.set_image(url=f"attachment://{result.image.filename}")
+    embed.set_footer(text=t(language, f"result.footer_{job.command.value}"))
+    embed.set_image(url=f"attachment://{image.filename}")
     return embed
 
 
-def result_file(result: GenerationResult) -> discord.File:
-    return discord.File(io.BytesIO(result.image.data), filename=result.image.filename)
+def result_file(image: DownloadedImage) -> discord.File:
+    return discord.File(io.BytesIO(image.data), filename=image.filename)
+
+
+def details_embed(job: Job, language: str) -> discord.Embed:
+    """Everything about a job: the full prompt and every parameter that was sent."""
+    params = job.params
+    embed = discord.Embed(title=t(language, "details.title"), description=params.prompt)
+    rows: list[tuple[str, object]] = [
+        ("details.command", f"/{job.command.value}"),
+        ("details.state", t(language, f"state.{job.state.value}")),
+        ("result.size", f"{params.width}×{params.height}"),
+        ("result.seed", params.seed),
+        ("details.scale", params.scale),
+        ("details.steps", params.steps),
+        ("details.upscale", t(language, "details.yes" if params.upscale else "details.no")),
+    ]
+    if isinstance(params, DrawParams):
+        rows += [
+            ("result.model", params.model_version),
+            ("details.style", params.style or "-"),
+            ("details.rewrite_prompt", t(language, "details.yes" if params.rewrite_prompt else "details.no")),
+        ]
+    if isinstance(params, CharacterParams):
+        rows += [
+            ("details.subject_strength", params.subject_strength),
+            ("details.face_strength", params.face_strength),
+        ]
+    for key, value in rows:
+        embed.add_field(name=t(language, key), value=str(value))
+    embed.set_footer(text=t(language, "details.job_id", job_id=job.id))
+    return embed

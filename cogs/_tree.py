@@ -1,4 +1,4 @@
-"""The command tree: one place that turns any app-command error into a message for the user."""
+"""The command tree, and the one place that turns any error into a message for the user."""
 
 from __future__ import annotations
 
@@ -13,18 +13,23 @@ from core.errors import UserFacingError
 log = logging.getLogger(__name__)
 
 
+async def explain_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """Tells the user what went wrong, for commands, buttons and modals alike."""
+    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(cause, UserFacingError):
+        content = text(interaction, cause.key, **cause.params)
+    elif isinstance(cause, app_commands.TransformerError | app_commands.CheckFailure):
+        content = text(interaction, "error.bad_choice", option=getattr(cause, "value", "?"))
+    else:
+        where = interaction.command.qualified_name if interaction.command else interaction.data
+        log.error("interaction %s failed", where, exc_info=cause)
+        content = text(interaction, "error.command_failed")
+    try:
+        await reply(interaction, content)
+    except discord.HTTPException:
+        log.exception("could not tell user %s about an error", interaction.user.id)
+
+
 class BotTree(app_commands.CommandTree):
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, UserFacingError):
-            content = text(interaction, cause.key, **cause.params)
-        elif isinstance(cause, app_commands.TransformerError | app_commands.CheckFailure):
-            content = text(interaction, "error.bad_choice", option=getattr(cause, "value", "?"))
-        else:
-            command = interaction.command.qualified_name if interaction.command else "?"
-            log.error("command %s failed", command, exc_info=cause)
-            content = text(interaction, "error.command_failed")
-        try:
-            await reply(interaction, content)
-        except discord.HTTPException:
-            log.exception("could not tell user %s about an error", interaction.user.id)
+        await explain_error(interaction, error)

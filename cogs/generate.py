@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,9 +10,7 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from cogs._guards import require_guild
-from cogs._render import result_embed, result_file
-from cogs._replies import NO_PINGS, text, token_rejected, token_usable
-from core.jobs import DeliveryError, GenerationRequest, GenerationResult
+from cogs._submit import start_job
 from core.params import (
     MAX_PROMPT_CHARS,
     MODELS,
@@ -35,8 +32,6 @@ from core.params import (
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
-
-log = logging.getLogger(__name__)
 
 SIZE_CHOICES = [Choice(name=f"{ratio} ({w}×{h})", value=ratio) for ratio, (w, h) in SIZE_PRESETS.items()]
 MODEL_CHOICES = [Choice(name=model, value=model) for model in MODELS]
@@ -85,7 +80,7 @@ class Generate(commands.Cog):
         upscale: bool = False,
         rewrite_prompt: bool = True,
     ) -> None:
-        guild_id = require_guild(interaction)
+        require_guild(interaction)
         check_common(seed, scale, steps)
         check_choice("model", model, MODELS)
         check_choice("style", style, STYLES)
@@ -102,16 +97,9 @@ class Generate(commands.Cog):
             upscale=upscale,
             rewrite_prompt=rewrite_prompt,
         )
-        await self._generate(
-            interaction,
-            GenerationRequest(
-                Command.DRAW, params, guild_id, interaction.channel_id or 0, interaction.user.id
-            ),
-        )
+        await start_job(interaction, Command.DRAW, params)
 
-    @app_commands.command(
-        name="character", description="Draw an image that keeps the subject or face of a reference"
-    )
+    @app_commands.command(name="character", description="Draw an image that keeps the subject or face of a reference")
     @app_commands.describe(
         prompt="What to draw with the subject of the reference",
         reference="A PNG, JPEG or WEBP image of the subject",
@@ -137,7 +125,7 @@ class Generate(commands.Cog):
         steps: Steps | None = None,
         upscale: bool = False,
     ) -> None:
-        guild_id = require_guild(interaction)
+        require_guild(interaction)
         check_common(seed, scale, steps)
         check_range("subject_strength", subject_strength, *STRENGTH_RANGE)
         check_range("face_strength", face_strength, *STRENGTH_RANGE)
@@ -155,59 +143,14 @@ class Generate(commands.Cog):
             reference_url=reference.url,
             width=width,
             height=height,
-            subject_strength=CharacterParams.subject_strength
-            if subject_strength is None
-            else subject_strength,
+            subject_strength=CharacterParams.subject_strength if subject_strength is None else subject_strength,
             face_strength=CharacterParams.face_strength if face_strength is None else face_strength,
             seed=-1 if seed is None else seed,
             scale=CharacterParams.scale if scale is None else scale,
             steps=CharacterParams.steps if steps is None else steps,
             upscale=upscale,
         )
-        await self._generate(
-            interaction,
-            GenerationRequest(
-                Command.CHARACTER, params, guild_id, interaction.channel_id or 0, interaction.user.id
-            ),
-        )
-
-    async def _generate(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
-        # Said privately before deferring: after a public defer every answer is public.
-        await self.bot.quota.check(guild_id=request.guild_id, user_id=request.user_id)
-        await interaction.response.defer(thinking=True)
-
-        async def deliver(result: GenerationResult) -> None:
-            try:
-                await post_result(interaction, result)
-            except discord.HTTPException as error:
-                raise DeliveryError(f"Discord refused the image: {error.status} {error.code}") from error
-
-        await self.bot.jobs.generate(request, deliver, upload_limit=interaction.filesize_limit)
-
-
-async def post_result(interaction: discord.Interaction, result: GenerationResult) -> None:
-    """Replaces the "thinking" message by the image, or posts it in the channel once the token is gone."""
-    if token_usable(interaction):
-        try:
-            await interaction.edit_original_response(
-                embed=result_embed(interaction, result),
-                attachments=[result_file(result)],
-                allowed_mentions=NO_PINGS,
-            )
-            return
-        except discord.HTTPException as error:
-            if not token_rejected(error):
-                raise
-            log.info("interaction token for job %s no longer valid; posting in the channel", result.job_id)
-    channel = interaction.channel
-    if not isinstance(channel, discord.abc.Messageable):
-        raise DeliveryError("no channel to post the late result in")
-    await channel.send(
-        text(interaction, "result.late_delivery", mention=interaction.user.mention),
-        embed=result_embed(interaction, result),
-        file=result_file(result),
-        allowed_mentions=discord.AllowedMentions(users=[interaction.user], everyone=False, roles=False),
-    )
+        await start_job(interaction, Command.CHARACTER, params)
 
 
 async def setup(bot: DoubaoBot) -> None:

@@ -74,6 +74,10 @@ class Settings:
     database_url: str = "sqlite:///data/bot.sqlite3"
     daily_quota: int = 20
     max_concurrent_jobs: int = 4
+    max_jobs_per_user: int = 2
+    max_queue: int = 100
+    shutdown_grace: float = 30.0
+    status_edit_interval: float = 2.0
     dev_guild_id: int | None = None
     log_level: str = "INFO"
     api_timeout: float = 120.0
@@ -109,6 +113,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         database_url=reader.get("DATABASE_URL", _database_url, "sqlite:///data/bot.sqlite3"),
         daily_quota=reader.get("DAILY_QUOTA", _integer(0, 1_000_000), 20),
         max_concurrent_jobs=reader.get("MAX_CONCURRENT_JOBS", _integer(1, 64), 4),
+        max_jobs_per_user=reader.get("MAX_JOBS_PER_USER", _integer(1, 100), 2),
+        max_queue=reader.get("MAX_QUEUE", _integer(1, 10_000), 100),
+        shutdown_grace=reader.get("SHUTDOWN_GRACE_SECONDS", _number(0.0, 3600.0), 30.0),
+        status_edit_interval=reader.get("STATUS_EDIT_INTERVAL_SECONDS", _number(0.0, 60.0), 2.0),
         dev_guild_id=reader.get("DEV_GUILD_ID", _snowflake, None),
         log_level=reader.get("LOG_LEVEL", _choice({level: level for level in LOG_LEVELS}), "INFO"),
         api_timeout=reader.get("API_TIMEOUT_SECONDS", _number(0.1, 3600.0), 120.0),

@@ -388,9 +388,7 @@ class DoubaoClient:
             log.debug("Doubao %s timed out after %.2fs", endpoint.value, time.monotonic() - started)
             raise ServiceUnavailable(f"no answer within {self._timeout.total:g}s") from None
         except aiohttp.ClientError as exc:
-            log.debug(
-                "Doubao %s connection error after %.2fs: %r", endpoint.value, time.monotonic() - started, exc
-            )
+            log.debug("Doubao %s connection error after %.2fs: %r", endpoint.value, time.monotonic() - started, exc)
             raise ServiceUnavailable(f"connection error ({type(exc).__name__})") from None
         log.debug("Doubao %s -> HTTP %d in %.2fs", endpoint.value, status, time.monotonic() - started)
         try:
@@ -427,6 +425,4 @@ class DoubaoClient:
         elif isinstance(exc, ContentRejected):
             log.info("Doubao %s: content rejected (%s)", endpoint.value, exc)
         else:
-            log.warning(
-                "Doubao %s failed after %d attempt(s): %s: %s", endpoint.value, attempt, exc.kind, exc
-            )
+            log.warning("Doubao %s failed after %d attempt(s): %s: %s", endpoint.value, attempt, exc.kind, exc)

@@ -1,16 +1,20 @@
-"""The life of one generation: reserve quota, call the API, fetch the image, deliver, then commit or refund.
+"""Jobs from request to posted image: admission, a fair queue, the API call, delivery, and settling.
 
-This is the one place that decides that a failed generation costs nothing.
+This is the one place that decides what a job costs: its quota is reserved with the job row, committed
+when the image was posted and refunded on any other ending, exactly once (the store enforces it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
 
 import aiohttp
 
@@ -25,126 +29,400 @@ from core.doubao import (
     RateLimited,
     ServiceUnavailable,
 )
-from core.errors import JobFailed
+from core.errors import UserFacingError
+from core.fair_queue import FairQueue
 from core.images import DownloadedImage, ImageDownloadError, download_image, fit_to_limit_async, from_bytes
-from core.params import Command, Params, with_seed
-from core.quota import QuotaService, QuotaStatus
+from core.params import Command, Params, params_from_dict, params_to_dict, with_seed
+from core.quota import Clock, QuotaService, QuotaStatus, exhausted, utc_now
+from storage.base import JobRow, Store
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {Command.DRAW: Endpoint.DRAW, Command.CHARACTER: Endpoint.CHARACTER}
+# Use the interaction token only while it has this much life left; after that, write to the channel.
+TOKEN_SAFETY_MARGIN = timedelta(seconds=30)
+MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DELIVERING = "delivering"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
+class ReplyTarget:
+    """How to reach the requester: the interaction's webhook while its token lives, else the channel."""
+
+    application_id: int | None = None
+    token: str | None = field(default=None, repr=False)
+    token_expires_at: datetime | None = None
+    status_message_id: int | None = None
+    upload_limit: int = 10 * 1024 * 1024
+
+    def token_usable(self, now: datetime) -> bool:
+        return (
+            self.token is not None
+            and self.token_expires_at is not None
+            and now < self.token_expires_at - TOKEN_SAFETY_MARGIN
+        )
+
+
+@dataclass(frozen=True)
+class JobRequest:
     command: Command
     params: Params
     guild_id: int
     channel_id: int
     user_id: int
+    language: str
+    reply: ReplyTarget
 
 
-@dataclass(frozen=True)
-class GenerationResult:
-    job_id: str
-    request: GenerationRequest
-    params: Params  # as sent, with the seed actually used
-    image: DownloadedImage
-    quota: QuotaStatus
+@dataclass
+class Job:
+    id: str
+    command: Command
+    params: Params
+    guild_id: int
+    channel_id: int
+    user_id: int
+    language: str
+    reply: ReplyTarget
+    state: JobState = JobState.QUEUED
+    error: str | None = None
+    result_message_id: int | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        command = Command(row.command)
+        return cls(
+            id=row.id,
+            command=command,
+            params=params_from_dict(command, row.params),
+            guild_id=row.guild_id,
+            channel_id=row.channel_id,
+            user_id=row.user_id,
+            language=row.language,
+            reply=ReplyTarget(
+                application_id=row.application_id,
+                token=row.interaction_token,
+                token_expires_at=datetime.fromisoformat(row.token_expires_at) if row.token_expires_at else None,
+                status_message_id=row.status_message_id,
+                upload_limit=row.upload_limit,
+            ),
+            state=JobState(row.state),
+            error=row.error,
+            result_message_id=row.result_message_id,
+            created_at=datetime.fromisoformat(row.created_at) if row.created_at else None,
+        )
+
+    def to_row(self) -> JobRow:
+        expires = self.reply.token_expires_at
+        return JobRow(
+            id=self.id,
+            guild_id=self.guild_id,
+            channel_id=self.channel_id,
+            user_id=self.user_id,
+            command=self.command.value,
+            params=params_to_dict(self.params),
+            language=self.language,
+            state=self.state.value,
+            error=self.error,
+            application_id=self.reply.application_id,
+            interaction_token=self.reply.token,
+            token_expires_at=expires.isoformat() if expires else None,
+            status_message_id=self.reply.status_message_id,
+            result_message_id=self.result_message_id,
+            upload_limit=self.reply.upload_limit,
+        )
+
+
+class JobEvents(Protocol):
+    """What the chat side does as a job moves; implemented by the Discord layer."""
+
+    def progress(self, job: Job, position: int | None) -> None:
+        """Queued at `position` (1-based) or, with None, generating. Fire and forget."""
+
+    async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
+        """Posts the image; returns the message id. Raises DeliveryError when it cannot."""
+        ...
+
+    async def finished(self, job: Job) -> None:
+        """Tells the requester that the job failed or was cancelled (job.error says why), not counted."""
+
+    async def posted_result(self, job: Job) -> int | None:
+        """After a crash while delivering: the id of the message that already shows the image, if any."""
+        ...
 
 
 class DeliveryError(Exception):
-    """The image could not be posted; raised by the delivery callback."""
+    """The image could not be posted; raised by JobEvents.deliver."""
 
 
-Deliver = Callable[[GenerationResult], Awaitable[None]]
+@dataclass(frozen=True)
+class JobLimits:
+    max_concurrent: int = 4
+    max_per_user: int = 2
+    max_queue: int = 100
+    shutdown_grace: float = 30.0
 
 
-class JobRunner:
+class JobService:
     def __init__(
         self,
         *,
+        store: Store,
         quota: QuotaService,
         client: DoubaoClient,
         session: aiohttp.ClientSession,
         extras: ApiExtras,
-        max_concurrent_jobs: int,
-        max_download_bytes: int = 30 * 1024 * 1024,
+        limits: JobLimits,
+        clock: Clock = utc_now,
     ) -> None:
+        self._store = store
         self._quota = quota
         self._client = client
         self._session = session
         self._extras = extras
-        self._api_slots = asyncio.Semaphore(max_concurrent_jobs)
-        self._max_download_bytes = max_download_bytes
+        self.limits = limits
+        self._clock = clock
+        self._events: JobEvents | None = None
+        self._queue = FairQueue()
+        self._jobs: dict[str, Job] = {}  # queued and running, in this process
+        self._announced: dict[str, int | None] = {}
+        self._admission = asyncio.Lock()
+        self._workers: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._accepting = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    async def generate(
-        self, request: GenerationRequest, deliver: Deliver, *, upload_limit: int
-    ) -> GenerationResult:
-        """Runs one generation to the end.
+    @property
+    def events(self) -> JobEvents:
+        if self._events is None:
+            raise RuntimeError("JobService.start() has not been called")
+        return self._events
 
-        Raises QuotaExhausted before anything is spent, or JobFailed after the reservation was given back.
-        """
-        job_id = uuid.uuid4().hex
-        quota = await self._quota.reserve(job_id=job_id, guild_id=request.guild_id, user_id=request.user_id)
-        log.info(
-            "job %s reserved: %s by user %s in guild %s",
-            job_id,
-            request.command,
-            request.user_id,
-            request.guild_id,
-        )
-        try:
-            result = await self._produce(job_id, request, quota, upload_limit)
+    # -- admission ------------------------------------------------------------------------------
+
+    def check_admission(self, user_id: int) -> None:
+        """Raises the reason a new job from this user would be refused now (said before anything is spent)."""
+        if not self._accepting:
+            raise UserFacingError("error.restarting")
+        if len(self._queue) >= self.limits.max_queue:
+            raise UserFacingError("error.queue_full")
+        active = sum(1 for job in self._jobs.values() if job.user_id == user_id)
+        if active >= self.limits.max_per_user:
+            raise UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
+
+    async def submit(self, request: JobRequest) -> Job:
+        """Reserves the quota with a new job row and queues it; raises a UserFacingError when refused."""
+        async with self._admission:
+            self.check_admission(request.user_id)
+            job = Job(
+                id=uuid.uuid4().hex,
+                command=request.command,
+                params=with_seed(request.params),
+                guild_id=request.guild_id,
+                channel_id=request.channel_id,
+                user_id=request.user_id,
+                language=request.language,
+                reply=request.reply,
+            )
+            window = self._quota.window()
+            limit = await self._quota.limit_for(guild_id=job.guild_id, user_id=job.user_id)
+            if not await self._store.create_job(job.to_row(), window=window.key, limit=limit):
+                raise exhausted(limit, window.resets_at)
+            await self._enqueue(job)
+        log.info("job %s queued: %s by user %s in guild %s", job.id, job.command, job.user_id, job.guild_id)
+        return job
+
+    async def _enqueue(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        self._idle.clear()
+        await self._queue.put(job.user_id, job.id)
+        self._announce_positions()
+
+    def position(self, job_id: str) -> int | None:
+        order = self._queue.order()
+        return order.index(job_id) + 1 if job_id in order else None
+
+    def _announce_positions(self) -> None:
+        for index, job_id in enumerate(self._queue.order(), start=1):
+            if self._announced.get(job_id) != index:
+                self._announced[job_id] = index
+                self.events.progress(self._jobs[job_id], index)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancels a queued job and refunds it; False when it is not queued any more."""
+        if not self._queue.remove(job_id):
+            return False
+        job = self._jobs.pop(job_id)
+        await self._finish(job, JobState.CANCELLED, error="status.cancelled")
+        self._announce_positions()
+        self._update_idle()
+        return True
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def start(self, events: JobEvents) -> None:
+        """Settles what a previous run left unfinished, then starts the workers and takes new jobs."""
+        self._events = events
+        await self._recover()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self.limits.max_concurrent)
+        ]
+        self._accepting = True
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            self._announce_positions()
+            # Its own task, so shutdown can wait for the job itself; cancelling the worker cancels it too.
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._running[job.id] = task
             try:
-                await deliver(result)
-            except Exception as exc:
-                raise JobFailed("error.delivery_failed") from exc
-        except BaseException as exc:
-            refunded = await asyncio.shield(self._quota.refund(job_id))
-            log.warning("job %s failed (%s), quota refunded: %s", job_id, _describe(exc), refunded)
-            if isinstance(exc, JobFailed | asyncio.CancelledError):
-                raise
-            raise _as_job_failed(exc) from exc
-        await self._quota.commit(job_id)
-        log.info("job %s delivered and committed", job_id)
-        return result
+                await task
+            finally:
+                self._running.pop(job.id, None)
+                self._jobs.pop(job.id, None)
+                self._announced.pop(job.id, None)
+                self._update_idle()
 
-    async def _produce(
-        self, job_id: str, request: GenerationRequest, quota: QuotaStatus, upload_limit: int
-    ) -> GenerationResult:
-        params = with_seed(request.params)
+    async def _run(self, job: Job) -> None:
+        try:
+            if not await self._store.update_job(job.id, expect=[JobState.QUEUED], state=JobState.RUNNING):
+                return
+            job.state = JobState.RUNNING
+            self.events.progress(job, None)
+            image = await self._generate(job)
+            await self._store.update_job(job.id, expect=[JobState.RUNNING], state=JobState.DELIVERING)
+            job.state = JobState.DELIVERING
+            status = await self._quota.status(guild_id=job.guild_id, user_id=job.user_id)
+            message_id = await self.events.deliver(job, image, status)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish(job, JobState.FAILED, error="error.restarting"))
+            raise
+        except Exception as exc:
+            await self._finish(job, JobState.FAILED, error=_error_key(exc))
+            return
+        await self._finish(job, JobState.DONE, result_message_id=message_id)
+
+    async def _generate(self, job: Job) -> DownloadedImage:
         started = time.monotonic()
-        async with self._api_slots:
-            generated = await self._client.generate(ENDPOINTS[request.command], params.payload(self._extras))
-        log.info("job %s generated in %.1fs", job_id, time.monotonic() - started)
+        generated = await self._client.generate(ENDPOINTS[job.command], job.params.payload(self._extras))
+        log.info("job %s generated in %.1fs", job.id, time.monotonic() - started)
         image = await self._fetch(generated)
-        image = await fit_to_limit_async(image, upload_limit)
-        return GenerationResult(job_id=job_id, request=request, params=params, image=image, quota=quota)
+        return await fit_to_limit_async(image, job.reply.upload_limit)
 
     async def _fetch(self, generated: GeneratedImage) -> DownloadedImage:
         if generated.data is not None:
             return from_bytes(generated.data)
         assert generated.url is not None
-        return await download_image(self._session, generated.url, max_bytes=self._max_download_bytes)
+        return await download_image(self._session, generated.url, max_bytes=MAX_DOWNLOAD_BYTES)
+
+    async def _finish(
+        self, job: Job, state: JobState, *, error: str | None = None, result_message_id: int | None = None
+    ) -> None:
+        """Settles the job once; the requester is told about any ending but a posted image."""
+        settled = await self._store.finish_job(job.id, state, error=error, result_message_id=result_message_id)
+        job.state, job.error, job.result_message_id = state, error, result_message_id
+        log.info("job %s %s%s (settled now: %s)", job.id, state, f" ({error})" if error else "", settled)
+        if settled and state is not JobState.DONE:
+            try:
+                await self.events.finished(job)
+            except Exception:
+                log.warning("could not tell user %s about job %s", job.user_id, job.id, exc_info=True)
+
+    # -- restart and shutdown -------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        now = self._clock()
+        for row in await self._store.active_jobs():
+            job = Job.from_row(row)
+            if job.state is JobState.QUEUED and job.reply.token_usable(now):
+                log.info("job %s re-queued after a restart", job.id)
+                await self._enqueue(job)
+            elif job.state is JobState.DELIVERING and (message_id := await self._posted(job)) is not None:
+                log.info("job %s had been posted before a restart", job.id)
+                await self._finish(job, JobState.DONE, result_message_id=message_id)
+            else:
+                log.info("job %s interrupted by a restart while %s", job.id, job.state)
+                await self._finish(job, JobState.FAILED, error="error.interrupted")
+
+    async def _posted(self, job: Job) -> int | None:
+        try:
+            return await self.events.posted_result(job)
+        except Exception:
+            log.warning("could not check whether job %s was posted", job.id, exc_info=True)
+            return None
+
+    async def shutdown(self) -> None:
+        """Stops taking jobs, lets running ones finish within the grace period, then settles the rest."""
+        if not self._accepting and not self._workers:
+            return
+        self._accepting = False
+        for job_id in self._queue.drain():
+            job = self._jobs.pop(job_id)
+            await self._finish(job, JobState.FAILED, error="error.restarting")
+        running = set(self._running.values())
+        if running:
+            log.info("waiting up to %ss for %d running jobs", self.limits.shutdown_grace, len(running))
+            await asyncio.wait(running, timeout=self.limits.shutdown_grace)
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._workers = []
+        self._update_idle()
+
+    def _update_idle(self) -> None:
+        if not self._jobs:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Returns once no job is queued or running (for tests and the benchmark)."""
+        await self._idle.wait()
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def load(self, job_id: str) -> Job | None:
+        """A job from this process or the database, whatever its state."""
+        row = await self._store.get_job(job_id)
+        return Job.from_row(row) if row else None
+
+    async def recent(self, *, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
+        rows = await self._store.recent_jobs(guild_id=guild_id, user_id=user_id, limit=limit)
+        return [Job.from_row(row) for row in rows]
 
 
-def _as_job_failed(exc: BaseException) -> JobFailed:
+def rerolled(job: Job) -> Params:
+    """The same request with a new seed."""
+    return replace(job.params, seed=-1)
+
+
+def _error_key(exc: BaseException) -> str:
     if isinstance(exc, ContentRejected):
-        return JobFailed("error.content_rejected")
+        return "error.content_rejected"
     if isinstance(exc, RateLimited | ServiceUnavailable):
-        return JobFailed("error.service_busy")
+        return "error.service_busy"
     if isinstance(exc, AccountError):
-        return JobFailed("error.bot_misconfigured")
+        return "error.bot_misconfigured"
     if isinstance(exc, DoubaoError):
-        return JobFailed("error.bad_response")
+        return "error.bad_response"
     if isinstance(exc, ImageDownloadError):
-        return JobFailed("error.download_failed")
+        return "error.download_failed"
+    if isinstance(exc, DeliveryError):
+        return "error.delivery_failed"
     log.error("unexpected failure in a job", exc_info=exc)
-    return JobFailed("error.unexpected")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, JobFailed):
-        return f"{exc.key} ({_describe(exc.__cause__)})" if exc.__cause__ else exc.key
-    return f"{type(exc).__name__}: {exc}"
+    return "error.unexpected"

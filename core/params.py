@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -112,6 +112,18 @@ class CharacterParams:
 
 
 Params = DrawParams | CharacterParams
+PARAMS_FOR: dict[Command, type[DrawParams] | type[CharacterParams]] = {
+    Command.DRAW: DrawParams,
+    Command.CHARACTER: CharacterParams,
+}
+
+
+def params_to_dict(params: Params) -> dict[str, Any]:
+    return asdict(params)
+
+
+def params_from_dict(command: Command, values: dict[str, Any]) -> Params:
+    return PARAMS_FOR[command](**values)
 
 
 def with_seed(params: Params, rng: random.Random | None = None) -> Params:

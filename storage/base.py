@@ -2,32 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+ACTIVE_STATES = ("queued", "running", "delivering")
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job as stored: plain values only, so any backend can fill it."""
+
+    id: str
+    guild_id: int
+    channel_id: int
+    user_id: int
+    command: str
+    params: dict[str, Any]
+    language: str
+    state: str = "queued"
+    error: str | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    token_expires_at: str | None = None  # ISO 8601, UTC
+    status_message_id: int | None = None
+    result_message_id: int | None = None
+    upload_limit: int = 10 * 1024 * 1024
+    created_at: str = ""
+    updated_at: str = ""
+    finished_at: str | None = None
+
+    def __repr__(self) -> str:  # the interaction token stays out of logs
+        return f"JobRow(id={self.id!r}, command={self.command!r}, state={self.state!r}, user_id={self.user_id})"
 
 
 class Store(Protocol):
-    """Durable state: the quota ledger and small key/value metadata.
+    """Durable state: jobs, the quota ledger tied to them, and small key/value metadata.
 
-    The quota ledger has one row per job: reserved when the job is accepted, then settled exactly
-    once, committed when the image was posted or refunded on any failure. Reserved and committed
-    rows count against the user's limit in their window.
+    Every job has one ledger row: reserved in the same transaction that creates the job, then settled
+    exactly once with the job's final state, committed when its image was posted, refunded otherwise.
+    Reserved and committed rows count against the user's limit in their window.
     """
 
-    async def reserve_quota(
-        self, *, job_id: str, guild_id: int, user_id: int, window: str, limit: int
-    ) -> bool:
-        """Atomically reserves one generation if fewer than `limit` are used in `window`.
+    async def create_job(self, job: JobRow, *, window: str, limit: int) -> bool:
+        """Inserts the job and reserves its quota atomically; False (and nothing stored) when exhausted."""
+        ...
 
-        Returns False when the quota is exhausted. Reserving the same job id twice reserves once.
+    async def update_job(self, job_id: str, *, expect: Iterable[str] | None = None, **fields: Any) -> bool:
+        """Sets fields (state, status_message_id, ...) if the job is in one of the `expect` states."""
+        ...
+
+    async def finish_job(
+        self, job_id: str, state: str, *, error: str | None = None, result_message_id: int | None = None
+    ) -> bool:
+        """Moves an active job to a final state and settles its quota (committed only for 'done').
+
+        Returns False when the job was already final: a job is charged or refunded at most once.
         """
         ...
 
-    async def commit_quota(self, job_id: str) -> bool:
-        """Marks a reservation as spent; False if it was not reserved (already settled or unknown)."""
+    async def get_job(self, job_id: str) -> JobRow | None: ...
+
+    async def active_jobs(self) -> list[JobRow]:
+        """Jobs queued, running or delivering, oldest first."""
         ...
 
-    async def refund_quota(self, job_id: str) -> bool:
-        """Gives a reservation back; False if it was not reserved (already settled or unknown)."""
+    async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int) -> list[JobRow]:
+        """The user's newest jobs in the guild, newest first."""
         ...
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
@@ -35,7 +77,11 @@ class Store(Protocol):
         ...
 
     async def ledger_totals(self) -> dict[str, int]:
-        """How many ledger rows are in each state, for checks and the admin."""
+        """How many ledger rows are reserved, committed and refunded."""
+        ...
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
         ...
 
     async def get_meta(self, key: str) -> str | None: ...

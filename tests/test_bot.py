@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import running_harness
+from tests.e2e.harness import outcome, running_harness
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,20 +46,16 @@ def test_bad_settings_stop_the_start_with_one_line(tmp_path: Path, env: dict[str
 
 
 def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text(
-        "DISCORD_TOKEN=from-dotenv\nAI302_API_KEY=from-dotenv\nMAX_CONCURRENT_JOBS=0\n"
-    )
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=from-dotenv\nAI302_API_KEY=from-dotenv\nMAX_CONCURRENT_JOBS=0\n")
     result = run_bot(tmp_path, {})
     assert result.returncode == 2 and "MAX_CONCURRENT_JOBS" in result.stderr
     assert "from-dotenv" not in result.stderr
 
 
 async def test_dev_guild_gets_the_commands_and_nothing_is_global(tmp_path: Path) -> None:
-    async with running_harness(
-        tmp_path, env_for=lambda fake: {"DEV_GUILD_ID": str(fake.guild.id)}
-    ) as harness:
+    async with running_harness(tmp_path, env_for=lambda fake: {"DEV_GUILD_ID": str(fake.guild.id)}) as harness:
         names = {command["name"] for command in harness.discord.synced_commands(harness.discord.guild)}
-        assert names == {"draw", "character", "quota"}
+        assert names == {"draw", "character", "quota", "history"}
         assert harness.discord.synced_commands() == []
-        message = await (await harness.draw()).wait_for_final()
+        message = await outcome(await harness.draw())
         assert message.attachments

@@ -185,9 +185,7 @@ async def test_attempts_logged_at_debug(
 
 
 @pytest.mark.parametrize("code", [50411, 50412, 50413, 50511, 50512])
-async def test_content_codes_rejected_without_retry(
-    fake: FakeDoubao, make_client: MakeClient, code: int
-) -> None:
+async def test_content_codes_rejected_without_retry(fake: FakeDoubao, make_client: MakeClient, code: int) -> None:
     fake.queue(FakeResponse.business_error(code))
 
     err = await expect_error(make_client(), ContentRejected)
@@ -279,9 +277,7 @@ async def test_plain_401_is_an_account_error(fake: FakeDoubao, make_client: Make
         "gateway-other",
     ],
 )
-async def test_bad_responses_not_retried(
-    fake: FakeDoubao, make_client: MakeClient, response: FakeResponse
-) -> None:
+async def test_bad_responses_not_retried(fake: FakeDoubao, make_client: MakeClient, response: FakeResponse) -> None:
     fake.queue(response)
 
     err = await expect_error(make_client(), BadResponse)
@@ -301,9 +297,7 @@ async def test_out_of_range_payload_is_refused_by_fake(fake: FakeDoubao, make_cl
 # --- errors that are retried -----------------------------------------------------------------------------
 
 
-async def test_429_then_success(
-    fake: FakeDoubao, make_client: MakeClient, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_429_then_success(fake: FakeDoubao, make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
     fake.queue(FakeResponse.http_status(429), FakeResponse.success_urls("after"))
 
     image = await make_client().generate(Endpoint.DRAW, DRAW)
@@ -362,9 +356,7 @@ TRANSIENT_IDS = ["500", "502-json", "503", "50500", "50501", "-1024", "-1024-504
 
 
 @pytest.mark.parametrize("response", TRANSIENT, ids=TRANSIENT_IDS)
-async def test_transient_then_success(
-    fake: FakeDoubao, make_client: MakeClient, response: FakeResponse
-) -> None:
+async def test_transient_then_success(fake: FakeDoubao, make_client: MakeClient, response: FakeResponse) -> None:
     fake.queue(response, response, FakeResponse.success_urls("ok"))
 
     image = await make_client(max_attempts=3).generate(Endpoint.DRAW, DRAW)

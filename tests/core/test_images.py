@@ -61,9 +61,7 @@ async def test_download_returns_the_exact_bytes(fake: FakeDoubao, session: aioht
 
     image = await download_image(session, url)
 
-    assert image == DownloadedImage(
-        data=fake.image_bytes("default"), content_type="image/png", filename="doubao.png"
-    )
+    assert image == DownloadedImage(data=fake.image_bytes("default"), content_type="image/png", filename="doubao.png")
     assert fake.downloads == ["default"]
 
 
@@ -106,9 +104,7 @@ async def test_download_rejects_wrong_content_type(fake: FakeDoubao, session: ai
     assert "text/html" in message
 
 
-async def test_download_rejects_declared_length_over_max(
-    fake: FakeDoubao, session: aiohttp.ClientSession
-) -> None:
+async def test_download_rejects_declared_length_over_max(fake: FakeDoubao, session: aiohttp.ClientSession) -> None:
     url = fake.serve_file("big", make_png(1) + os.urandom(50_000))
 
     message = await expect_download_error(session, url, max_bytes=10_000)
@@ -117,9 +113,7 @@ async def test_download_rejects_declared_length_over_max(
     assert "50" in message  # the declared length is reported
 
 
-async def test_download_stops_reading_chunked_body_over_max(
-    fake: FakeDoubao, session: aiohttp.ClientSession
-) -> None:
+async def test_download_stops_reading_chunked_body_over_max(fake: FakeDoubao, session: aiohttp.ClientSession) -> None:
     url = fake.serve_file("stream", make_png(2) + os.urandom(400_000), chunked=True)
 
     message = await expect_download_error(session, url, max_bytes=100_000)
@@ -127,9 +121,7 @@ async def test_download_stops_reading_chunked_body_over_max(
     assert "larger than 100000" in message
 
 
-async def test_download_accepts_chunked_body_under_max(
-    fake: FakeDoubao, session: aiohttp.ClientSession
-) -> None:
+async def test_download_accepts_chunked_body_under_max(fake: FakeDoubao, session: aiohttp.ClientSession) -> None:
     data = make_png(4, size=(300, 300))
     url = fake.serve_file("stream", data, chunked=True)
 
@@ -265,9 +257,7 @@ def test_impossible_limit_raises() -> None:
 
 
 def test_undecodable_data_raises() -> None:
-    image = DownloadedImage(
-        data=b"\x89PNG\r\n\x1a\n" + b"garbage" * 100, content_type="image/png", filename="x.png"
-    )
+    image = DownloadedImage(data=b"\x89PNG\r\n\x1a\n" + b"garbage" * 100, content_type="image/png", filename="x.png")
 
     with pytest.raises(ImageDownloadError, match="could not be decoded"):
         fit_to_limit(image, 100)

@@ -1,12 +1,13 @@
-"""The life of a job with the real store and the fake 302.ai: reserve, commit, refund."""
+"""Jobs with the real store and the fake 302.ai: admission, fair order, settling, shutdown and recovery."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -15,10 +16,11 @@ from PIL import Image
 
 from core.config import ApiExtras
 from core.doubao import DoubaoClient
-from core.errors import JobFailed, QuotaExhausted
-from core.jobs import DeliveryError, GenerationRequest, GenerationResult, JobRunner
+from core.errors import QuotaExhausted, UserFacingError
+from core.images import DownloadedImage
+from core.jobs import DeliveryError, Job, JobLimits, JobRequest, JobService, JobState, ReplyTarget
 from core.params import CharacterParams, Command, DrawParams
-from core.quota import QuotaService
+from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse, make_png
 
@@ -27,17 +29,36 @@ GUILD, CHANNEL, USER = 100, 200, 300
 BIG = 10 * 1024 * 1024
 
 
-class Deliveries:
-    """A delivery callback that records what it was given, or fails when told to."""
+@dataclass
+class RecordedEvents:
+    """A JobEvents that records what the chat side would have shown."""
 
-    def __init__(self) -> None:
-        self.results: list[GenerationResult] = []
-        self.fail = False
+    progress_log: list[tuple[str, int | None]] = field(default_factory=list)
+    delivered: list[tuple[Job, DownloadedImage, QuotaStatus]] = field(default_factory=list)
+    told: list[Job] = field(default_factory=list)
+    fail_delivery: bool = False
+    posted: dict[str, int] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def __call__(self, result: GenerationResult) -> None:
-        if self.fail:
+    def progress(self, job: Job, position: int | None) -> None:
+        self.progress_log.append((job.id, position))
+
+    async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
+        if self.fail_delivery:
             raise DeliveryError("Discord said no")
-        self.results.append(result)
+        self.delivered.append((job, image, quota))
+        self.changed.set()
+        return 1000 + len(self.delivered)
+
+    async def finished(self, job: Job) -> None:
+        self.told.append(job)
+        self.changed.set()
+
+    async def posted_result(self, job: Job) -> int | None:
+        return self.posted.get(job.id)
+
+    def errors(self) -> list[str | None]:
+        return [job.error for job in self.told]
 
 
 @pytest.fixture
@@ -53,52 +74,85 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def runner(api: FakeDoubao, store: Store) -> AsyncIterator[JobRunner]:
-    async with aiohttp.ClientSession() as session:
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as opened:
+        yield opened
+
+
+MakeService = Callable[..., JobService]
+
+
+@pytest.fixture
+def make_service(api: FakeDoubao, store: Store, session: aiohttp.ClientSession) -> MakeService:
+    def make(daily_limit: int = 5, **limits: object) -> JobService:
         client = DoubaoClient(
             session, api_key=API_KEY, base_url=api.base_url, timeout=0.5, max_attempts=2, backoff_base=0.01
         )
-        yield JobRunner(
-            quota=QuotaService(store, daily_limit=5),
+        return JobService(
+            store=store,
+            quota=QuotaService(store, daily_limit=daily_limit),
             client=client,
             session=session,
             extras=ApiExtras(),
-            max_concurrent_jobs=2,
+            limits=JobLimits(**({"max_concurrent": 2, "shutdown_grace": 1.0} | limits)),  # type: ignore[arg-type]
         )
 
-
-def draw(prompt: str = "a cat", user: int = USER) -> GenerationRequest:
-    return GenerationRequest(Command.DRAW, DrawParams(prompt=prompt), GUILD, CHANNEL, user)
+    return make
 
 
-async def test_success_delivers_the_served_bytes_and_commits(runner, api, store) -> None:
-    deliveries = Deliveries()
-    result = await runner.generate(draw(), deliveries, upload_limit=BIG)
-    assert deliveries.results == [result]
-    assert result.image.data == api.image_bytes(api.served_images[-1])
-    assert 0 <= result.params.seed < 2**31
-    assert api.requests[0].json["seed"] == result.params.seed
-    assert result.quota.used == 1 and result.quota.remaining == 4
-    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
+@pytest.fixture
+async def events() -> RecordedEvents:
+    return RecordedEvents()
 
 
-async def test_character_sends_the_reference(runner, api) -> None:
-    request = GenerationRequest(
-        Command.CHARACTER,
-        CharacterParams(prompt="p", reference_url="https://cdn/ref.png"),
-        GUILD,
-        CHANNEL,
-        USER,
+@pytest.fixture
+async def service(make_service: MakeService, events: RecordedEvents) -> AsyncIterator[JobService]:
+    jobs = make_service()
+    await jobs.start(events)
+    yield jobs
+    await jobs.shutdown()
+
+
+def live_reply() -> ReplyTarget:
+    return ReplyTarget(
+        application_id=1, token="tok", token_expires_at=datetime.now(UTC) + timedelta(minutes=15), status_message_id=77
     )
-    await runner.generate(request, Deliveries(), upload_limit=BIG)
+
+
+def draw(prompt: str = "a cat", user: int = USER) -> JobRequest:
+    return JobRequest(Command.DRAW, DrawParams(prompt=prompt), GUILD, CHANNEL, user, "en", live_reply())
+
+
+async def run_one(service: JobService, request: JobRequest | None = None) -> Job:
+    job = await service.submit(request or draw())
+    await service.wait_idle()
+    return job
+
+
+async def test_success_delivers_the_served_bytes_and_commits(service, api, store, events) -> None:
+    job = await run_one(service)
+    [(delivered, image, quota)] = events.delivered
+    assert delivered.id == job.id and job.state is JobState.DONE and job.result_message_id == 1001
+    assert image.data == api.image_bytes(api.served_images[-1])
+    assert api.requests[0].json["seed"] == job.params.seed >= 0
+    assert (quota.used, quota.remaining) == (1, 4)
+    assert events.progress_log == [(job.id, 1), (job.id, None)]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
+    row = await store.get_job(job.id)
+    assert row is not None and (row.state, row.result_message_id, row.interaction_token) == ("done", 1001, None)
+
+
+async def test_character_sends_the_reference(service, api) -> None:
+    params = CharacterParams(prompt="p", reference_url="https://cdn/ref.png")
+    await run_one(service, JobRequest(Command.CHARACTER, params, GUILD, CHANNEL, USER, "en", live_reply()))
     assert api.requests[0].path == "/doubao/drawing/character"
     assert api.requests[0].json["image_urls"] == ["https://cdn/ref.png"]
 
 
-async def test_base64_result_is_delivered(runner, api) -> None:
+async def test_base64_result_is_delivered(service, api, events) -> None:
     api.queue(FakeResponse.success_base64("b64"))
-    result = await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    assert result.image.data == api.image_bytes("b64")
+    await run_one(service)
+    assert events.delivered[0][1].data == api.image_bytes("b64")
 
 
 @pytest.mark.parametrize(
@@ -108,124 +162,236 @@ async def test_base64_result_is_delivered(runner, api) -> None:
         (FakeResponse.gateway_error(-10004, "insufficient balance"), "error.bot_misconfigured"),
         (FakeResponse.http_status(503), "error.service_busy"),
         (FakeResponse.http_status(429), "error.service_busy"),
+        (FakeResponse.hang(), "error.service_busy"),
         (FakeResponse.no_image(), "error.bad_response"),
     ],
 )
-async def test_api_failures_refund_and_say_why(runner, api, store, response, key) -> None:
+async def test_api_failures_refund_and_say_why(service, api, store, events, response, key) -> None:
     api.default_response = response
-    deliveries = Deliveries()
-    with pytest.raises(JobFailed) as caught:
-        await runner.generate(draw(), deliveries, upload_limit=BIG)
-    assert caught.value.key == key
-    assert deliveries.results == []
+    job = await run_one(service)
+    assert events.delivered == [] and events.errors() == [key]
+    assert job.state is JobState.FAILED
     assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
 
 
-async def test_timeout_refunds(runner, api, store) -> None:
-    api.default_response = FakeResponse.hang()
-    with pytest.raises(JobFailed) as caught:
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    assert caught.value.key == "error.service_busy"
-    assert (await store.ledger_totals())["refunded"] == 1
-
-
-async def test_download_failure_refunds(runner, api, store) -> None:
+async def test_download_failure_refunds(service, api, store, events) -> None:
     api.serve_file("page", b"<html>not an image</html>", content_type="text/html")
     api.queue(FakeResponse.success_urls("page"))
-    with pytest.raises(JobFailed) as caught:
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    assert caught.value.key == "error.download_failed"
+    await run_one(service)
+    assert events.errors() == ["error.download_failed"]
     assert (await store.ledger_totals())["refunded"] == 1
 
 
-async def test_delivery_failure_refunds(runner, store) -> None:
-    deliveries = Deliveries()
-    deliveries.fail = True
-    with pytest.raises(JobFailed) as caught:
-        await runner.generate(draw(), deliveries, upload_limit=BIG)
-    assert caught.value.key == "error.delivery_failed"
+async def test_delivery_failure_refunds(service, store, events) -> None:
+    events.fail_delivery = True
+    await run_one(service)
+    assert events.errors() == ["error.delivery_failed"]
     assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
 
 
-async def test_cancelled_job_refunds(runner, api, store) -> None:
-    reached_api = asyncio.Event()
-
-    def slow(_payload: object) -> FakeResponse:
-        reached_api.set()
-        return FakeResponse.delay(5)
-
-    api.default_response = slow
-    task = asyncio.create_task(runner.generate(draw(), Deliveries(), upload_limit=BIG))
-    await asyncio.wait_for(reached_api.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
-
-
-async def test_exhausted_quota_makes_no_api_call(runner, api, store) -> None:
+async def test_exhausted_quota_makes_no_api_call_and_stores_no_job(service, api, store) -> None:
     for _ in range(5):
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
+        await run_one(service)
     api.reset_stats()
     with pytest.raises(QuotaExhausted) as caught:
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    assert caught.value.params["limit"] == 5
-    assert caught.value.params["resets"].hour == 0
+        await service.submit(draw())
+    assert caught.value.params["limit"] == 5 and caught.value.params["resets"].hour == 0
     assert api.requests == []
+    assert sum((await store.job_counts()).values()) == 5
 
 
-async def test_refunded_generation_can_be_used_again(runner, api) -> None:
-    for _ in range(4):
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    api.queue(FakeResponse.business_error(50412))
-    with pytest.raises(JobFailed):
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    result = await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    assert result.quota.remaining == 0
-
-
-async def test_fifty_concurrent_requests_with_five_left_start_five_jobs(runner, api, store) -> None:
-    outcomes = await asyncio.gather(
-        *(runner.generate(draw(f"cat {n}"), Deliveries(), upload_limit=BIG) for n in range(50)),
-        return_exceptions=True,
-    )
-    assert sum(isinstance(outcome, GenerationResult) for outcome in outcomes) == 5
+async def test_fifty_concurrent_requests_with_five_left_start_five_jobs(make_service, events, api, store) -> None:
+    service = make_service(max_per_user=100)
+    await service.start(events)
+    outcomes = await asyncio.gather(*(service.submit(draw(f"cat {n}")) for n in range(50)), return_exceptions=True)
+    await service.wait_idle()
+    assert sum(isinstance(outcome, Job) for outcome in outcomes) == 5
     assert sum(isinstance(outcome, QuotaExhausted) for outcome in outcomes) == 45
     assert len(api.requests) == 5
     assert await store.ledger_totals() == {"reserved": 0, "committed": 5, "refunded": 0}
+    await service.shutdown()
 
 
-async def test_api_calls_in_flight_are_bounded(runner, api) -> None:
+async def test_api_calls_in_flight_are_bounded(service, api) -> None:
     api.default_response = lambda _payload: FakeResponse.delay(0.2, then=FakeResponse.success_urls())
-    await asyncio.gather(
-        *(runner.generate(draw(user=USER + n), Deliveries(), upload_limit=BIG) for n in range(5))
-    )
+    for n in range(5):
+        await service.submit(draw(user=USER + n))
+    await service.wait_idle()
     assert api.max_in_flight == 2
 
 
-async def test_image_over_the_upload_limit_is_reencoded(runner, api) -> None:
+async def test_round_robin_serves_b_before_as_third(make_service, events, api) -> None:
+    service = make_service(daily_limit=20, max_concurrent=1, max_per_user=10)
+    await service.start(events)
+    api.default_response = lambda _payload: FakeResponse.delay(0.05, then=FakeResponse.success_urls())
+    for n in range(6):
+        await service.submit(draw(f"A{n}", user=1))
+    await service.submit(draw("B0", user=2))
+    await service.wait_idle()
+    order = [request.json["prompt"] for request in api.requests]
+    assert order.index("B0") < order.index("A2")
+    assert order == ["A0", "A1", "B0", "A2", "A3", "A4", "A5"]
+    await service.shutdown()
+
+
+async def test_positions_are_announced_as_the_queue_moves(make_service, events, api) -> None:
+    service = make_service(max_concurrent=1, max_per_user=10)
+    await service.start(events)
+    api.default_response = lambda _payload: FakeResponse.delay(0.05, then=FakeResponse.success_urls())
+    first = await service.submit(draw("one", user=1))
+    second = await service.submit(draw("two", user=2))
+    third = await service.submit(draw("three", user=3))
+    await service.wait_idle()
+    positions = {job.id: [p for j, p in events.progress_log if j == job.id] for job in (first, second, third)}
+    assert positions[third.id] == [2, 1, None]  # queued behind "two", then first in line, then running
+    assert positions[second.id][-1] is None and 1 in positions[second.id]
+    await service.shutdown()
+
+
+async def test_queue_full_is_refused_for_free(make_service, events, api, store) -> None:
+    service = make_service(max_concurrent=1, max_queue=2, max_per_user=10)
+    await service.start(events)
+    api.default_response = FakeResponse.delay(0.3)
+    for n in range(3):  # one running, two waiting
+        await service.submit(draw(f"p{n}", user=n))
+        await asyncio.sleep(0.01)
+    with pytest.raises(UserFacingError) as caught:
+        await service.submit(draw("one too many", user=9))
+    assert caught.value.key == "error.queue_full"
+    assert (await store.ledger_totals())["reserved"] == 3
+    await service.wait_idle()
+    await service.shutdown()
+
+
+async def test_per_user_cap(service, api, store) -> None:
+    api.default_response = FakeResponse.delay(0.2)
+    await service.submit(draw())
+    await service.submit(draw())
+    with pytest.raises(UserFacingError) as caught:
+        await service.submit(draw())
+    assert (caught.value.key, caught.value.params) == ("error.too_many_jobs", {"limit": 2})
+    await service.submit(draw(user=USER + 1))
+    await service.wait_idle()
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 3, "refunded": 0}
+
+
+async def test_cancel_a_queued_job_refunds_it_but_not_a_running_one(make_service, events, api, store) -> None:
+    service = make_service(max_concurrent=1)
+    await service.start(events)
+    api.default_response = FakeResponse.delay(0.2)
+    running = await service.submit(draw("running", user=1))
+    waiting = await service.submit(draw("waiting", user=2))
+    await asyncio.sleep(0.05)
+    assert not await service.cancel(running.id)
+    assert await service.cancel(waiting.id)
+    assert not await service.cancel(waiting.id)
+    await service.wait_idle()
+    assert [job.error for job in events.told] == ["status.cancelled"]
+    assert [request.json["prompt"] for request in api.requests] == ["running"]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
+    await service.shutdown()
+
+
+async def test_shutdown_finishes_running_jobs_and_refunds_the_rest(make_service, events, api, store) -> None:
+    service = make_service(max_concurrent=1, shutdown_grace=2.0)
+    await service.start(events)
+    api.default_response = FakeResponse.delay(0.3)
+    await service.submit(draw("running", user=1))
+    await service.submit(draw("waiting", user=2))
+    await asyncio.sleep(0.05)
+    await service.shutdown()
+    assert len(events.delivered) == 1 and events.errors() == ["error.restarting"]
+    with pytest.raises(UserFacingError) as caught:
+        await service.submit(draw())
+    assert caught.value.key == "error.restarting"
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
+
+
+async def test_shutdown_past_the_grace_period_refunds_running_jobs(make_service, events, api, store) -> None:
+    service = make_service(shutdown_grace=0.1)
+    await service.start(events)
+    api.default_response = FakeResponse.hang()
+    await service.submit(draw())
+    await asyncio.sleep(0.05)
+    await service.shutdown()
+    assert events.errors() == ["error.restarting"]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+async def test_recovery_settles_each_unfinished_job_once(make_service, store, api) -> None:
+    """A crash left jobs in every active state; the next start settles each exactly once."""
+    expired = ReplyTarget(application_id=1, token="old", token_expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    rows = {
+        "fresh": draw("fresh"),
+        "expired": JobRequest(Command.DRAW, DrawParams(prompt="expired"), GUILD, CHANNEL, USER, "en", expired),
+        "running": draw("running", user=2),
+        "delivering-posted": draw("posted", user=3),
+        "delivering-lost": draw("lost", user=4),
+    }
+    ids: dict[str, str] = {}
+    window = QuotaWindow.daily(datetime.now(UTC)).key
+    for name, request in rows.items():
+        job = Job(
+            id=f"{name}-job",
+            command=request.command,
+            params=request.params,
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            user_id=request.user_id,
+            language=request.language,
+            reply=request.reply,
+        )
+        assert await store.create_job(job.to_row(), window=window, limit=5)
+        ids[name] = job.id
+    await store.update_job(ids["running"], state="running")
+    await store.update_job(ids["delivering-posted"], state="delivering")
+    await store.update_job(ids["delivering-lost"], state="delivering")
+
+    events = RecordedEvents(posted={ids["delivering-posted"]: 555})
+    restarted = make_service()
+    await restarted.start(events)
+    await restarted.wait_idle()
+    assert [job.params.prompt for job, _, _ in events.delivered] == ["fresh"]
+    assert sorted(job.params.prompt for job in events.told) == ["expired", "lost", "running"]
+    assert set(events.errors()) == {"error.interrupted"}
+    posted = await store.get_job(ids["delivering-posted"])
+    assert posted is not None and (posted.state, posted.result_message_id) == ("done", 555)
+    assert [request.json["prompt"] for request in api.requests] == ["fresh"]
+    await restarted.shutdown()
+
+    again = RecordedEvents()
+    third = make_service()
+    await third.start(again)
+    assert again.told == [] and again.delivered == []
+    totals, counts = await store.ledger_totals(), await store.job_counts()
+    assert totals == {"reserved": 0, "committed": 2, "refunded": 3}
+    assert totals["committed"] == counts["done"]
+    await third.shutdown()
+
+
+async def test_image_over_the_upload_limit_is_reencoded(service, api, events) -> None:
     noisy = Image.frombytes("RGB", (700, 700), random.Random(7).randbytes(700 * 700 * 3))
     buffer = io.BytesIO()
     noisy.save(buffer, "PNG")
     api.add_image("huge", buffer.getvalue())
     api.queue(FakeResponse.success_urls("huge"))
     limit = len(buffer.getvalue()) // 3
-    result = await runner.generate(draw(), Deliveries(), upload_limit=limit)
-    assert len(result.image.data) <= limit
-    assert Image.open(io.BytesIO(result.image.data)).format == "JPEG"
+    reply = ReplyTarget(application_id=1, token="t", token_expires_at=live_reply().token_expires_at, upload_limit=limit)
+    await run_one(service, JobRequest(Command.DRAW, DrawParams(prompt="p"), GUILD, CHANNEL, USER, "en", reply))
+    data = events.delivered[0][1].data
+    assert len(data) <= limit and Image.open(io.BytesIO(data)).format == "JPEG"
 
 
-async def test_small_image_is_delivered_unchanged(runner, api) -> None:
+async def test_small_image_is_delivered_unchanged(service, api, events) -> None:
     api.add_image("small", make_png("small"))
     api.queue(FakeResponse.success_urls("small"))
-    result = await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    assert result.image.data == api.image_bytes("small")
+    await run_one(service)
+    assert events.delivered[0][1].data == api.image_bytes("small")
 
 
-async def test_key_never_logged(runner, api, caplog) -> None:
-    caplog.set_level(logging.DEBUG)
+async def test_key_never_logged(service, api, caplog) -> None:
+    caplog.set_level("DEBUG")
     api.queue(FakeResponse.gateway_error(-10001, "missing key"))
-    with pytest.raises(JobFailed):
-        await runner.generate(draw(), Deliveries(), upload_limit=BIG)
-    await runner.generate(draw(), Deliveries(), upload_limit=BIG)
+    await run_one(service)
+    await run_one(service)
     assert caplog.text and API_KEY not in caplog.text

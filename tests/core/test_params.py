@@ -70,9 +70,7 @@ def test_bad_references_are_refused(content_type, width, height, size, key) -> N
 
 
 def test_good_reference_passes() -> None:
-    check_reference(
-        content_type="image/jpeg; charset=binary", width=10, height=10, size=10 * MIB, max_bytes=10 * MIB
-    )
+    check_reference(content_type="image/jpeg; charset=binary", width=10, height=10, size=10 * MIB, max_bytes=10 * MIB)
 
 
 def test_random_seed_is_chosen_so_it_can_be_shown() -> None:

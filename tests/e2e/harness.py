@@ -36,6 +36,8 @@ class BotHarness:
                 "API_TIMEOUT_SECONDS": "5",
                 "API_MAX_ATTEMPTS": "2",
                 "API_RETRY_BACKOFF_SECONDS": "0.01",
+                "SHUTDOWN_GRACE_SECONDS": "2",
+                "STATUS_EDIT_INTERVAL_SECONDS": "0.05",
             }
             | env
         )
@@ -106,6 +108,26 @@ async def running_harness(
             await harness.stop()
             await discord.close()
         discord.assert_no_violations()
+
+
+STATUS_PREFIXES = ("⏳", "🎨")
+
+
+def is_status(message: FakeMessage) -> bool:
+    """A job's status line (queued, generating) rather than its outcome."""
+    return message.content.startswith(STATUS_PREFIXES)
+
+
+async def outcome(record: InteractionRecord, timeout: float = 10.0) -> FakeMessage:  # noqa: ASYNC109
+    """The interaction's message once it shows how things ended: an image, a refusal or an error."""
+
+    def ended(current: InteractionRecord) -> bool:
+        message = current.message
+        return message is not None and not message.loading and not is_status(message)
+
+    await record.wait_for(ended, timeout, "an outcome")
+    assert record.message is not None
+    return record.message
 
 
 def image_attachment(message: FakeMessage) -> bytes:

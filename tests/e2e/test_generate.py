@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import API_KEY, BotHarness, image_attachment, running_harness
+from tests.e2e.harness import API_KEY, BotHarness, image_attachment, outcome, running_harness
 from tests.fakes.discord import FakeMessage
 from tests.fakes.doubao_server import FakeResponse
 
@@ -26,7 +26,7 @@ async def test_draw_defers_at_once_then_posts_the_served_image(harness: BotHarne
     await record.wait_for_ack()
     assert record.response_type == 5  # deferred "thinking"
     assert record.ack_delay is not None and record.ack_delay < 1.0
-    message = await record.wait_for_final()
+    message = await outcome(record)
     assert not message.ephemeral
     assert image_attachment(message) == harness.api.image_bytes(harness.api.served_images[-1])
     sent = harness.api.requests[-1]
@@ -50,13 +50,13 @@ async def test_draw_defers_at_once_then_posts_the_served_image(harness: BotHarne
 
 
 async def test_random_seed_shown_is_the_seed_sent(harness: BotHarness) -> None:
-    message = await (await harness.draw()).wait_for_final()
+    message = await outcome(await harness.draw())
     assert embed_fields(message)["Seed"] == str(harness.api.requests[-1].json["seed"])
 
 
 async def test_draw_options_reach_the_api(harness: BotHarness) -> None:
     record = await harness.draw(model="general_v2.0", style="aesthetic", scale=7.5, rewrite_prompt=False)
-    await record.wait_for_final()
+    await outcome(record)
     sent = harness.api.requests[-1].json
     assert sent["model_version"] == "general_v2.0"
     assert sent["req_schedule_conf"] == "general_v20_9B_pe"
@@ -68,7 +68,7 @@ async def test_character_sends_the_reference_and_posts_the_image(harness: BotHar
     record = await harness.discord.invoke(
         "character", prompt="as an astronaut", reference=reference, subject_strength=0.5, face_strength=0.3
     )
-    message = await record.wait_for_final()
+    message = await outcome(record)
     sent = harness.api.requests[-1]
     assert sent.path == "/doubao/drawing/character"
     assert sent.json["image_urls"] == [reference.url]
@@ -79,7 +79,7 @@ async def test_character_sends_the_reference_and_posts_the_image(harness: BotHar
 
 async def test_synced_commands_carry_discords_own_constraints(harness: BotHarness) -> None:
     commands = {command["name"]: command for command in harness.discord.synced_commands()}
-    assert set(commands) == {"draw", "character", "quota"}
+    assert set(commands) == {"draw", "character", "quota", "history"}
     draw = {option["name"]: option for option in commands["draw"]["options"]}
     assert draw["prompt"]["max_length"] == 800 and draw["prompt"]["required"]
     assert [choice["value"] for choice in draw["size"]["choices"]] == [
@@ -100,7 +100,7 @@ async def test_synced_commands_carry_discords_own_constraints(harness: BotHarnes
 
 async def assert_refused_for_free(harness: BotHarness, record, expected: str) -> None:
     await record.wait_for_ack()
-    message = await record.wait_for_final()
+    message = await outcome(record)
     assert record.response_type == 4  # answered at once, not deferred
     assert message.ephemeral
     assert expected in message.content
@@ -130,17 +130,17 @@ async def test_commands_in_a_dm_say_they_are_for_servers(harness: BotHarness) ->
     record = await harness.discord.invoke("draw", guild=None, prompt="a cat")
     await assert_refused_for_free(harness, record, "servers only")
     record = await harness.discord.invoke("quota", guild=None)
-    message = await record.wait_for_final()
+    message = await outcome(record)
     assert "servers only" in message.content
 
 
 async def test_exhausted_quota_says_when_it_resets_and_costs_nothing(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env={"DAILY_QUOTA": "2"}) as harness:
         for _ in range(2):
-            await (await harness.draw()).wait_for_final()
+            await outcome(await harness.draw())
         harness.api.reset_stats()
         record = await harness.draw()
-        message = await record.wait_for_final()
+        message = await outcome(record)
         assert message.ephemeral and record.response_type == 4
         assert "used all 2" in message.content and "<t:" in message.content
         assert harness.api.requests == []
@@ -148,8 +148,8 @@ async def test_exhausted_quota_says_when_it_resets_and_costs_nothing(tmp_path: P
 
 
 async def test_quota_command_shows_used_left_and_reset(harness: BotHarness) -> None:
-    await (await harness.draw()).wait_for_final()
-    message = await (await harness.discord.invoke("quota")).wait_for_final()
+    await outcome(await harness.draw())
+    message = await outcome(await harness.discord.invoke("quota"))
     assert message.ephemeral
     assert "**1** of **5**" in message.content and "**4** left" in message.content
     assert "<t:" in message.content
@@ -171,20 +171,18 @@ async def test_quota_command_shows_used_left_and_reset(harness: BotHarness) -> N
 async def test_api_failure_refunds_and_tells_the_user(harness: BotHarness, response, says: str) -> None:
     harness.api.default_response = response
     record = await harness.draw()
-    message = await record.wait_for_final()
+    message = await outcome(record)
     assert says in message.content and "not counted" in message.content
     assert not message.attachments and not message.pinged
     assert await harness.ledger() == {"reserved": 0, "committed": 0, "refunded": 1}
-    quota = await (await harness.discord.invoke("quota")).wait_for_final()
+    quota = await outcome(await harness.discord.invoke("quota"))
     assert "**5** left" in quota.content
 
 
 async def test_timeout_refunds(tmp_path: Path) -> None:
-    async with running_harness(
-        tmp_path, env={"API_TIMEOUT_SECONDS": "0.3", "API_MAX_ATTEMPTS": "1"}
-    ) as harness:
+    async with running_harness(tmp_path, env={"API_TIMEOUT_SECONDS": "0.3", "API_MAX_ATTEMPTS": "1"}) as harness:
         harness.api.default_response = FakeResponse.hang()
-        message = await (await harness.draw()).wait_for_final()
+        message = await outcome(await harness.draw())
         assert "busy" in message.content and "not counted" in message.content
         assert await harness.ledger() == {"reserved": 0, "committed": 0, "refunded": 1}
 
@@ -192,16 +190,14 @@ async def test_timeout_refunds(tmp_path: Path) -> None:
 async def test_download_failure_refunds(harness: BotHarness) -> None:
     harness.api.serve_file("gone", b"", status=404)
     harness.api.queue(FakeResponse.success_urls("gone"))
-    message = await (await harness.draw()).wait_for_final()
+    message = await outcome(await harness.draw())
     assert "couldn't download" in message.content
     assert await harness.ledger() == {"reserved": 0, "committed": 0, "refunded": 1}
 
 
 async def test_upload_refused_by_discord_refunds_and_tells_the_user(tmp_path: Path) -> None:
     # The interaction token is gone, so the image goes to the channel, where Discord refuses the file (413).
-    async with running_harness(
-        tmp_path, token_ttl=0.5, upload_limit=100, attachment_size_limit=10 * MIB
-    ) as harness:
+    async with running_harness(tmp_path, token_ttl=0.5, upload_limit=100, attachment_size_limit=10 * MIB) as harness:
         harness.api.default_response = FakeResponse.delay(0.8, then=FakeResponse.success_urls())
         alice = harness.discord.add_user("alice")
         await harness.draw(alice)
@@ -218,7 +214,7 @@ async def test_image_over_the_channel_limit_is_made_to_fit(tmp_path: Path) -> No
         harness.api.new_image("large", size=(512, 512))
         harness.api.add_image("noisy", _noisy_png(400))
         harness.api.queue(FakeResponse.success_urls("noisy"))
-        message = await (await harness.draw()).wait_for_final()
+        message = await outcome(await harness.draw())
         data = image_attachment(message)
         assert len(data) <= 40_000 and data[:2] == b"\xff\xd8"  # a JPEG
         assert await harness.ledger() == {"reserved": 0, "committed": 1, "refunded": 0}
@@ -239,7 +235,7 @@ async def test_slow_api_still_delivers(tmp_path: Path) -> None:
     async with running_harness(tmp_path, ack_deadline=0.5) as harness:
         harness.api.default_response = FakeResponse.delay(1.0, then=FakeResponse.success_urls())
         record = await harness.draw()
-        message = await record.wait_for_final(timeout=5)
+        message = await outcome(record, timeout=5)
         assert record.ack_delay is not None and record.ack_delay < 0.5
         assert message.attachments
         assert await harness.ledger() == {"reserved": 0, "committed": 1, "refunded": 0}
@@ -265,7 +261,7 @@ async def test_mentions_in_prompts_ping_nobody(harness: BotHarness) -> None:
     bob = harness.discord.add_user("bob")
     role = harness.discord.add_role(name="mods", mentionable=True)
     prompt = f"@everyone @here <@{bob.id}> <@&{role.id}> draw us"
-    message = await (await harness.draw(prompt=prompt)).wait_for_final()
+    message = await outcome(await harness.draw(prompt=prompt))
     assert message.embeds[0]["description"] == prompt
     assert not message.pinged
     assert message.allowed_mentions == {"parse": []} or message.allowed_mentions.get("parse") == []
@@ -279,7 +275,7 @@ async def test_twenty_concurrent_requests_from_ten_users_all_complete(harness: B
     users = [harness.discord.add_user(f"user{n}") for n in range(10)]
     harness.api.default_response = lambda _payload: FakeResponse.delay(0.1, then=FakeResponse.success_urls())
     records = await asyncio.gather(*(harness.draw(users[n % 10], prompt=f"picture {n}") for n in range(20)))
-    messages = await asyncio.gather(*(record.wait_for_final(timeout=10) for record in records))
+    messages = await asyncio.gather(*(outcome(record) for record in records))
     assert all(message.attachments for message in messages)
     assert all(record.ack_delay is not None and record.ack_delay < 3.0 for record in records)
     assert len({image_attachment(message) for message in messages}) == 20
@@ -290,8 +286,8 @@ async def test_twenty_concurrent_requests_from_ten_users_all_complete(harness: B
 async def test_secrets_reach_neither_discord_nor_the_logs(harness: BotHarness, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     harness.api.queue(FakeResponse.gateway_error(-10001, f"bad key {API_KEY}"))
-    await (await harness.draw()).wait_for_final()
-    await (await harness.draw()).wait_for_final()
+    await outcome(await harness.draw())
+    await outcome(await harness.draw())
     sent_to_discord = harness.discord.all_request_text()
     assert API_KEY not in sent_to_discord
     assert API_KEY not in caplog.text and harness.discord.bot_token not in caplog.text
@@ -300,11 +296,11 @@ async def test_secrets_reach_neither_discord_nor_the_logs(harness: BotHarness, c
 
 async def test_restart_keeps_quotas_and_does_not_resync(harness: BotHarness) -> None:
     for _ in range(2):
-        await (await harness.draw()).wait_for_final()
+        await outcome(await harness.draw())
     assert (await harness.ledger())["committed"] == 2
     assert len(harness.discord.command_syncs) == 1
     await harness.restart()
-    message = await (await harness.discord.invoke("quota")).wait_for_final()
+    message = await outcome(await harness.discord.invoke("quota"))
     assert "**2** of **5**" in message.content
     assert len(harness.discord.command_syncs) == 1
     assert await harness.ledger() == {"reserved": 0, "committed": 2, "refunded": 0}

@@ -206,15 +206,11 @@ class FakeResponse:
         return cls(status=status, body=_gateway_body(err_code, text, message_cn))
 
     @classmethod
-    def http_status(
-        cls, status: int, retry_after: float | str | None = None, body: Any = None
-    ) -> FakeResponse:
+    def http_status(cls, status: int, retry_after: float | str | None = None, body: Any = None) -> FakeResponse:
         """A bare HTTP status (plain-text reason unless `body` is given), optionally with Retry-After."""
         headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
         if body is None:
-            return cls(
-                status=status, raw=f"HTTP {status}".encode(), content_type="text/plain", headers=headers
-            )
+            return cls(status=status, raw=f"HTTP {status}".encode(), content_type="text/plain", headers=headers)
         return cls(status=status, body=body, headers=headers)
 
     @classmethod
@@ -226,9 +222,7 @@ class FakeResponse:
         status: int = 200,
     ) -> FakeResponse:
         """A body that is not JSON (or empty, with `raw=b""`)."""
-        return cls(
-            status=status, raw=raw.encode() if isinstance(raw, str) else raw, content_type=content_type
-        )
+        return cls(status=status, raw=raw.encode() if isinstance(raw, str) else raw, content_type=content_type)
 
     @classmethod
     def delay(cls, seconds: float, then: FakeResponse | None = None) -> FakeResponse:
@@ -387,9 +381,7 @@ class FakeDoubao:
         drop_first: int = 0,
     ) -> str:
         """Serve anything under `name` (e.g. a huge body, text/html, octet-stream, chunked, a 404)."""
-        self.files[name] = ServedFile(
-            data, content_type, chunked=chunked, status=status, drop_first=drop_first
-        )
+        self.files[name] = ServedFile(data, content_type, chunked=chunked, status=status, drop_first=drop_first)
         return self.image_url(name)
 
     def new_image(self, name: str | None = None, size: tuple[int, int] = (64, 64)) -> str:

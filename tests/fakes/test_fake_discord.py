@@ -111,9 +111,7 @@ class TinyBot(commands.Bot):
                 self.errors.append(exc)
 
         @tree.command(description="Echo with a followup")
-        async def echo(
-            interaction: discord.Interaction, text: str, safe: bool = True, private: bool = False
-        ) -> None:
+        async def echo(interaction: discord.Interaction, text: str, safe: bool = True, private: bool = False) -> None:
             await interaction.response.send_message("ok", ephemeral=True)
             mentions = discord.AllowedMentions.none() if safe else discord.AllowedMentions.all()
             await interaction.followup.send(text, allowed_mentions=mentions, ephemeral=private)
@@ -170,9 +168,7 @@ class TinyBot(commands.Bot):
         channels = app_commands.Group(name="channels", description="Channels", parent=settings)
 
         @channels.command(name="add", description="Add a channel")
-        async def add(
-            interaction: discord.Interaction, channel: discord.TextChannel, role: discord.Role
-        ) -> None:
+        async def add(interaction: discord.Interaction, channel: discord.TextChannel, role: discord.Role) -> None:
             await interaction.response.send_message(f"{channel.id} {role.name} {interaction.locale}")
 
         tree.add_command(settings)
@@ -224,9 +220,7 @@ async def test_login_sync_and_guild_cache(fake_discord: FakeDiscord, bot: TinyBo
     assert ("GET", "/users/@me") in routes and ("GET", "/oauth2/applications/@me") in routes
 
 
-async def test_restarted_bot_sees_its_commands_and_does_not_resync(
-    fake_discord: FakeDiscord, bot: TinyBot
-) -> None:
+async def test_restarted_bot_sees_its_commands_and_does_not_resync(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     await fake_discord.wait_for_commands_synced()
     record = await fake_discord.invoke("draw", prompt="before", size="1:1")
     message = await record.wait_for_message()
@@ -248,9 +242,7 @@ async def test_rest_requires_the_bot_token(fake_discord: FakeDiscord) -> None:
             assert (await resp.json())["url"] == fake_discord.gateway_url
 
 
-async def test_dropped_gateway_resumes_and_replays_missed_events(
-    fake_discord: FakeDiscord, bot: TinyBot
-) -> None:
+async def test_dropped_gateway_resumes_and_replays_missed_events(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     await fake_discord.drop_gateway()
     assert fake_discord.gateway.resume_count == 1
     await fake_discord.drop_gateway(wait_resumed=False)
@@ -262,9 +254,7 @@ async def test_dropped_gateway_resumes_and_replays_missed_events(
 # -- interactions -----------------------------------------------------------------------------------
 
 
-async def test_deferred_followup_with_file_fills_the_thinking_message(
-    fake_discord: FakeDiscord, bot: TinyBot
-) -> None:
+async def test_deferred_followup_with_file_fills_the_thinking_message(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     alice = fake_discord.add_user("alice", locale="fr")
     reference = fake_discord.attachment("ref.png", png_bytes((64, 64)), width=64, height=64)
     record = await fake_discord.invoke("draw", user=alice, prompt="a cat", size="1:1", reference=reference)
@@ -364,16 +354,12 @@ async def test_modal_round_trip(fake_discord: FakeDiscord, bot: TinyBot) -> None
 
 async def test_channel_permissions_are_enforced(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     locked = fake_discord.add_channel(name="locked")
-    fake_discord.set_overwrite(
-        locked, fake_discord.bot_member, deny=discord.Permissions(send_messages=True).value
-    )
+    fake_discord.set_overwrite(locked, fake_discord.bot_member, deny=discord.Permissions(send_messages=True).value)
     record = await fake_discord.invoke("post", options={"channel": locked})
     assert (await record.wait_for_message()).content == "failed 50013"
     ok = await fake_discord.invoke("post", options={"channel": fake_discord.general})
     assert (await ok.wait_for_message()).content == "done"
-    posted = await fake_discord.wait_for_channel_message(
-        fake_discord.general, lambda m: m.content == "posted"
-    )
+    posted = await fake_discord.wait_for_channel_message(fake_discord.general, lambda m: m.content == "posted")
     assert posted.interaction_id is None and posted.author is fake_discord.bot_user
 
 
@@ -431,9 +417,7 @@ async def test_rate_limited_request_is_retried(fake_discord: FakeDiscord, bot: T
     fake_discord.rate_limit_next("POST /webhooks/{id}/{token}", retry_after=0.05)
     record = await fake_discord.invoke("echo", text="patience")
     message = await record.wait_for_message(lambda m: m.content == "patience")
-    statuses = [
-        r.status for r in fake_discord.requests if r.route == "/webhooks/{webhook_id}/{webhook_token}"
-    ]
+    statuses = [r.status for r in fake_discord.requests if r.route == "/webhooks/{webhook_id}/{webhook_token}"]
     assert statuses == [429, 200] and message in record.followups
     fake_discord.rate_limit_next("POST /channels/*/messages", retry_after=0.05, global_=True)
     post = await fake_discord.invoke("post", options={"channel": fake_discord.general})
@@ -442,9 +426,7 @@ async def test_rate_limited_request_is_retried(fake_discord: FakeDiscord, bot: T
     assert [r.status for r in posts] == [429, 200] and posts[0].response["global"] is True
 
 
-async def test_schema_violation_is_recorded_and_answered_50035(
-    fake_discord: FakeDiscord, bot: TinyBot
-) -> None:
+async def test_schema_violation_is_recorded_and_answered_50035(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     with fake_discord.expect_violations() as violations:
         record = await fake_discord.invoke("send", length=2001)
         await record.wait_for(lambda r: r.errors(), timeout=2)
@@ -514,9 +496,7 @@ async def test_discords_form_rules_beyond_the_schema(fake_discord: FakeDiscord, 
     assert len(fake_discord.command_syncs) == 1
 
 
-async def test_the_fakes_answers_match_discords_response_schemas(
-    fake_discord: FakeDiscord, bot: TinyBot
-) -> None:
+async def test_the_fakes_answers_match_discords_response_schemas(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     spec = load_spec()
     record = await fake_discord.invoke("draw", prompt="schema", size="1:1")
     message = await record.wait_for_message()

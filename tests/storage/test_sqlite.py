@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from storage import open_store, sqlite_path
+from storage.base import JobRow
 from storage.sqlite import MIGRATIONS, SQLiteStore
 
 GUILD, USER, OTHER_USER = 1, 10, 11
@@ -21,8 +22,21 @@ async def store(tmp_path: Path):
         yield opened
 
 
+def job(job_id: str, *, user: int = USER, token: str | None = None) -> JobRow:
+    return JobRow(
+        id=job_id,
+        guild_id=GUILD,
+        channel_id=5,
+        user_id=user,
+        command="draw",
+        params={"prompt": "a cat", "seed": 7},
+        language="en",
+        interaction_token=token,
+    )
+
+
 async def reserve(store, job_id: str, *, user: int = USER, window: str = DAY, limit: int = 5) -> bool:
-    return await store.reserve_quota(job_id=job_id, guild_id=GUILD, user_id=user, window=window, limit=limit)
+    return await store.create_job(job(job_id, user=user), window=window, limit=limit)
 
 
 def test_sqlite_path_relative_and_absolute() -> None:
@@ -71,31 +85,90 @@ async def test_limits_are_per_user_and_per_window(store) -> None:
 
 async def test_refund_gives_the_generation_back_once(store) -> None:
     assert await reserve(store, "job-1", limit=1)
-    assert await store.refund_quota("job-1")
-    assert not await store.refund_quota("job-1")
-    assert not await store.commit_quota("job-1")
+    assert await store.finish_job("job-1", "failed")
+    assert not await store.finish_job("job-1", "failed")
+    assert not await store.finish_job("job-1", "done")
     assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 0
     assert await reserve(store, "job-2", limit=1)
 
 
 async def test_commit_is_final_and_counts(store) -> None:
     assert await reserve(store, "job-1")
-    assert await store.commit_quota("job-1")
-    assert not await store.commit_quota("job-1")
-    assert not await store.refund_quota("job-1")
+    assert await store.finish_job("job-1", "done")
+    assert not await store.finish_job("job-1", "done")
+    assert not await store.finish_job("job-1", "failed")
     assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 1
     assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
 
 
-async def test_reserving_the_same_job_twice_charges_once(store) -> None:
+async def test_a_job_id_is_charged_once(store) -> None:
     assert await reserve(store, "job-1")
-    assert await reserve(store, "job-1")
+    with pytest.raises(sqlite3.IntegrityError):
+        await reserve(store, "job-1")
     assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 1
+    assert len(await store.active_jobs()) == 1
+
+
+async def test_exhausted_quota_stores_no_job(store) -> None:
+    assert await reserve(store, "job-1", limit=1)
+    assert not await reserve(store, "job-2", limit=1)
+    assert await store.get_job("job-2") is None
+
+
+async def test_job_round_trip_and_token_hidden_from_repr(store) -> None:
+    assert await store.create_job(job("job-1", token="secret-interaction-token"), window=DAY, limit=5)
+    stored = await store.get_job("job-1")
+    assert stored is not None
+    assert stored.params == {"prompt": "a cat", "seed": 7}
+    assert stored.state == "queued" and stored.interaction_token == "secret-interaction-token"
+    assert stored.created_at and stored.updated_at
+    assert "secret-interaction-token" not in repr(stored)
+
+
+async def test_update_job_only_from_expected_states(store) -> None:
+    await reserve(store, "job-1")
+    assert await store.update_job("job-1", expect=["queued"], state="running")
+    assert not await store.update_job("job-1", expect=["queued"], state="running")
+    assert await store.update_job("job-1", status_message_id=99)
+    stored = await store.get_job("job-1")
+    assert stored is not None and (stored.state, stored.status_message_id) == ("running", 99)
+    with pytest.raises(ValueError):
+        await store.update_job("job-1", user_id=1)
+
+
+async def test_finishing_settles_once_and_forgets_the_token(store) -> None:
+    await store.create_job(job("job-1", token="tok"), window=DAY, limit=5)
+    assert await store.finish_job("job-1", "done", result_message_id=42)
+    assert not await store.finish_job("job-1", "failed", error="error.unexpected")
+    stored = await store.get_job("job-1")
+    assert stored is not None
+    assert (stored.state, stored.result_message_id, stored.interaction_token) == ("done", 42, None)
+    assert stored.finished_at
+    assert await store.job_counts() == {
+        "queued": 0,
+        "running": 0,
+        "delivering": 0,
+        "done": 1,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    with pytest.raises(ValueError):
+        await store.finish_job("job-1", "running")
+
+
+async def test_active_and_recent_jobs(store) -> None:
+    for n in range(4):
+        await reserve(store, f"job-{n}")
+    await reserve(store, "other", user=OTHER_USER)
+    await store.finish_job("job-1", "cancelled")
+    assert [row.id for row in await store.active_jobs()] == ["job-0", "job-2", "job-3", "other"]
+    recent = await store.recent_jobs(guild_id=GUILD, user_id=USER, limit=3)
+    assert [row.id for row in recent] == ["job-3", "job-2", "job-1"]
 
 
 async def test_settling_an_unknown_job_does_nothing(store) -> None:
-    assert not await store.commit_quota("nope")
-    assert not await store.refund_quota("nope")
+    assert not await store.finish_job("nope", "done")
+    assert not await store.finish_job("nope", "cancelled")
 
 
 async def test_fifty_concurrent_reservations_with_five_left(store) -> None:
@@ -110,9 +183,7 @@ async def test_two_connections_to_one_file_never_overspend(tmp_path: Path) -> No
     """Two processes sharing one database file: BEGIN IMMEDIATE keeps the count exact."""
     url = f"sqlite:///{tmp_path}/shared.sqlite3"
     async with open_store(url) as first, open_store(url) as second:
-        results = await asyncio.gather(
-            *(reserve(first if n % 2 else second, f"job-{n}", limit=7) for n in range(40))
-        )
+        results = await asyncio.gather(*(reserve(first if n % 2 else second, f"job-{n}", limit=7) for n in range(40)))
         assert results.count(True) == 7
         assert await first.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 7
 

@@ -31,9 +31,7 @@ class CommandStore:
     def list(self, guild_id: int | None) -> list[dict[str, Any]]:
         return list(self._scopes.get(guild_id, []))
 
-    def _stored(
-        self, guild_id: int | None, body: dict[str, Any], previous: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    def _stored(self, guild_id: int | None, body: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
         kind = body.get("type") or CHAT_INPUT
         key = (guild_id, kind, body["name"])
         cmd_id = self._known_ids.setdefault(key, self._ids.next())
@@ -64,9 +62,7 @@ class CommandStore:
     def put(self, guild_id: int | None, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Replace the scope's commands (bulk overwrite)."""
         old = {(c["type"], c["name"]): c for c in self._scopes.get(guild_id, [])}
-        stored = [
-            self._stored(guild_id, b, old.get((b.get("type") or CHAT_INPUT, b["name"]))) for b in bodies
-        ]
+        stored = [self._stored(guild_id, b, old.get((b.get("type") or CHAT_INPUT, b["name"]))) for b in bodies]
         self._scopes[guild_id] = stored
         return stored
 
@@ -239,15 +235,11 @@ def _check_available(command: dict[str, Any], guild: FakeGuild | None, permissio
 class _OptionBuilder:
     """Converts test values to option payloads, filling ``resolved`` as Discord does."""
 
-    def __init__(
-        self, world: World, channel: FakeChannel, user: FakeUser, resolved: dict[str, dict[str, Any]]
-    ) -> None:
+    def __init__(self, world: World, channel: FakeChannel, user: FakeUser, resolved: dict[str, dict[str, Any]]) -> None:
         self.world, self.channel, self.user, self.resolved = world, channel, user, resolved
         self.guild = world.guild_of(channel)
 
-    def build(
-        self, definitions: list[dict[str, Any]], values: dict[str, OptionValue], where: str
-    ) -> list[dict]:
+    def build(self, definitions: list[dict[str, Any]], values: dict[str, OptionValue], where: str) -> list[dict]:
         by_name = {d["name"]: d for d in definitions}
         unknown = sorted(set(values) - set(by_name))
         if unknown:
@@ -272,9 +264,7 @@ class _OptionBuilder:
         if kind in (INTEGER, NUMBER):
             ok = isinstance(value, int) if kind == INTEGER else isinstance(value, int | float)
             if not ok or isinstance(value, bool):
-                raise AssertionError(
-                    f"{where}: expected {'an int' if kind == INTEGER else 'a number'}, got {value!r}"
-                )
+                raise AssertionError(f"{where}: expected {'an int' if kind == INTEGER else 'a number'}, got {value!r}")
             self._check_range(d, value, where)
             return self._check_choice(d, value, where)
         if kind == BOOLEAN:
@@ -306,9 +296,7 @@ class _OptionBuilder:
         if self.guild is not None and value.id in self.guild.members:
             member = self.guild.members[value.id]
             perms = self.world.channel_permissions(member, self.channel)
-            self.resolved.setdefault("members", {})[str(value.id)] = member.payload(
-                with_user=False, permissions=perms
-            )
+            self.resolved.setdefault("members", {})[str(value.id)] = member.payload(with_user=False, permissions=perms)
         return str(value.id)
 
     def _channel(self, d: dict[str, Any], value: OptionValue, where: str) -> str:
@@ -332,9 +320,7 @@ class _OptionBuilder:
     def _check_length(d: dict[str, Any], value: str, where: str) -> None:
         low, high = d.get("min_length", 0), d.get("max_length", 6000)
         if not low <= len(value) <= high:
-            raise AssertionError(
-                f"{where}: length {len(value)} outside [{low}, {high}] (Discord's client refuses)"
-            )
+            raise AssertionError(f"{where}: length {len(value)} outside [{low}, {high}] (Discord's client refuses)")
 
     @staticmethod
     def _check_range(d: dict[str, Any], value: float, where: str) -> None:
@@ -346,7 +332,5 @@ class _OptionBuilder:
     def _check_choice(d: dict[str, Any], value: Any, where: str) -> Any:
         choices = d.get("choices")
         if choices and value not in [c["value"] for c in choices]:
-            raise AssertionError(
-                f"{where}: {value!r} is not one of the choices {[c['value'] for c in choices]}"
-            )
+            raise AssertionError(f"{where}: {value!r} is not one of the choices {[c['value'] for c in choices]}")
         return value

@@ -243,9 +243,7 @@ class FakeDiscord:
         self._announce("GUILD_CREATE", lambda: self.world.guild_create_payload(guild))
         return guild
 
-    def add_channel(
-        self, guild: FakeGuild | None = None, name: str = "channel", **kwargs: Any
-    ) -> FakeChannel:
+    def add_channel(self, guild: FakeGuild | None = None, name: str = "channel", **kwargs: Any) -> FakeChannel:
         channel = self.world.add_channel(guild or self.guild, name, **kwargs)
         self._announce("CHANNEL_CREATE", channel.payload)
         return channel
@@ -322,9 +320,7 @@ class FakeDiscord:
     # -- gateway --------------------------------------------------------------------------------
 
     def _ready_events(self, session: GatewaySession) -> list[tuple[str, dict[str, Any]]]:
-        return self.world.ready_events(
-            session_id=session.session_id, shard=session.shard, resume_url=self.gateway_url
-        )
+        return self.world.ready_events(session_id=session.session_id, shard=session.shard, resume_url=self.gateway_url)
 
     async def wait_until_ready(self, timeout: float = 10.0, *, identifies: int = 1) -> None:  # noqa: ASYNC109 - timeout= is the test API
         """Wait until a bot has IDENTIFYed (``identifies`` times in all) and got READY and its GUILD_CREATEs.
@@ -587,9 +583,7 @@ class FakeDiscord:
         """Fail if the bot sent anything Discord would reject (schema, form rules, unknown routes)."""
         if self.violations:
             lines = "\n".join(f"  - {v}" for v in self.violations)
-            raise AssertionError(
-                f"the bot sent {len(self.violations)} request(s) Discord would reject:\n{lines}"
-            )
+            raise AssertionError(f"the bot sent {len(self.violations)} request(s) Discord would reject:\n{lines}")
 
     async def _serve_attachment(self, request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}

@@ -138,16 +138,12 @@ class InteractionRecord:
         what: str = "a condition",
     ) -> InteractionRecord:
         """Wait until ``predicate(record)`` holds."""
-        await self._changes.wait_until(
-            lambda: True if predicate(self) else None, timeout, f"{what} on {self!r}"
-        )
+        await self._changes.wait_until(lambda: True if predicate(self) else None, timeout, f"{what} on {self!r}")
         return self
 
     async def wait_for_ack(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109 - timeout= is the test API
         """Wait for the callback; returns its body."""
-        await self._changes.wait_until(
-            lambda: True if self.callbacks else None, timeout, f"the ack of {self!r}"
-        )
+        await self._changes.wait_until(lambda: True if self.callbacks else None, timeout, f"the ack of {self!r}")
         return self.callbacks[0][1]
 
     async def wait_for_message(
@@ -232,9 +228,7 @@ def component_data(message: FakeMessage, custom_id: str, values: list[str] | Non
     """The ``data`` of a MESSAGE_COMPONENT interaction for the component ``custom_id`` on ``message``."""
     component = message.find_component(custom_id)
     if component is None:
-        raise AssertionError(
-            f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids}"
-        )
+        raise AssertionError(f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids}")
     if component.get("disabled"):
         raise AssertionError(f"component {custom_id!r} on message {message.id} is disabled")
     data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
@@ -247,9 +241,7 @@ def component_data(message: FakeMessage, custom_id: str, values: list[str] | Non
     return data
 
 
-def modal_components(
-    modal: dict[str, Any] | None, values: dict[str, str | list[str]]
-) -> list[dict[str, Any]]:
+def modal_components(modal: dict[str, Any] | None, values: dict[str, str | list[str]]) -> list[dict[str, Any]]:
     """Submitted components mirroring the modal the bot showed (action rows or labels)."""
     if modal is None:
         return [{"type": 1, "components": [_submitted({"type": 4, "custom_id": k}, values)]} for k in values]

@@ -122,9 +122,7 @@ class MessageBuilder:
         problems = _message_problems(content, embeds, body.get("allowed_mentions"), flags)
         if problems:
             raise invalid_form(problems)
-        has_body = (
-            content or embeds or components or attachments or uploads or poll or body.get("sticker_ids")
-        )
+        has_body = content or embeds or components or attachments or uploads or poll or body.get("sticker_ids")
         if not allow_empty and not has_body:
             raise DiscordError(400, 50006, "Cannot send an empty message", violation="form")
         attachments += self._uploads(uploads, body.get("attachments") or [])

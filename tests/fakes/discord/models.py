@@ -192,9 +192,7 @@ class FakeChannel:
         if self.type == GUILD_TEXT:
             data.update(topic=self.topic, last_message_id=None, rate_limit_per_user=0)
         elif self.type == GUILD_VOICE:
-            data.update(
-                bitrate=64000, user_limit=0, rtc_region=None, last_message_id=None, rate_limit_per_user=0
-            )
+            data.update(bitrate=64000, user_limit=0, rtc_region=None, last_message_id=None, rate_limit_per_user=0)
         return data
 
 

@@ -26,9 +26,7 @@ from referencing.jsonschema import DRAFT202012
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC_PATH = (
-    Path(__file__).resolve().parents[3] / ".." / "shared" / "discord-api-spec" / "openapi.json"
-)
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parents[3] / ".." / "shared" / "discord-api-spec" / "openapi.json"
 _SPEC_URI = "urn:discord-api-spec"
 _METHODS = ("get", "put", "post", "patch", "delete")
 
@@ -163,9 +161,7 @@ def _branch_errors(error: ValidationError) -> list[ValidationError] | None:
     plausible = [
         errs
         for errs in branches.values()
-        if not any(
-            list(e.relative_path) == ["type"] or (e.validator == "type" and not e.relative_path) for e in errs
-        )
+        if not any(list(e.relative_path) == ["type"] or (e.validator == "type" and not e.relative_path) for e in errs)
     ]
     if not plausible:
         return None

@@ -184,9 +184,7 @@ class RestApi:
         raw: str,
     ) -> web.Response:
         if route is None:
-            self.violation(
-                "unknown_route", record, "the fake does not implement this route (or Discord has none)"
-            )
+            self.violation("unknown_route", record, "the fake does not implement this route (or Discord has none)")
             return self._finish(record, DiscordError(404, 0, "404: Not Found").body(), 404)
         if route.auth and request.headers.get("Authorization") != f"Bot {self.token}":
             return self._finish(record, {"message": "401: Unauthorized", "code": 0}, 401)
@@ -205,9 +203,7 @@ class RestApi:
                 if problems:
                     raise invalid_form(problems, kind="schema")
             assert record.route is not None
-            incoming = Incoming(
-                record.method, record.route, params, record.query, record.json, record.files, record
-            )
+            incoming = Incoming(record.method, record.route, params, record.query, record.json, record.files, record)
             reply = await route.handler(incoming)
         except DiscordError as exc:
             if exc.violation:
@@ -228,9 +224,7 @@ class RestApi:
         record.status, record.response = status, body
         return json_response(body, status, self._ratelimit_headers(record))
 
-    def _ratelimit_headers(
-        self, record: RequestRecord, *, remaining: int = 49, reset_after: float = 0.0
-    ) -> dict:
+    def _ratelimit_headers(self, record: RequestRecord, *, remaining: int = 49, reset_after: float = 0.0) -> dict:
         bucket = hashlib.sha1(f"{record.method} {record.route}".encode()).hexdigest()[:16]
         return {
             "X-RateLimit-Limit": "50",

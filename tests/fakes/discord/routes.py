@@ -302,9 +302,7 @@ class Routes:
             message = self.messages.create(record.channel, data, inc.files, interaction=record)
         elif kind == DEFERRED_CHANNEL_MESSAGE:
             flags = LOADING | ((data.get("flags") or 0) & EPHEMERAL)
-            message = self.messages.create(
-                record.channel, {}, [], interaction=record, flags=flags, allow_empty=True
-            )
+            message = self.messages.create(record.channel, {}, [], interaction=record, flags=flags, allow_empty=True)
         elif kind in (DEFERRED_UPDATE, UPDATE_MESSAGE):
             message = record.source_message
             assert message is not None

@@ -1,0 +1,158 @@
+"""Buttons on status and result messages. The job id is in the custom_id and the state in the database,
+so they keep working after a restart (`discord.ui.DynamicItem`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from cogs._render import details_embed
+from cogs._replies import language_of, text
+from cogs._submit import start_job
+from cogs._tree import explain_error
+from core.errors import UserFacingError
+from core.i18n import t
+from core.jobs import Job, rerolled
+from core.params import MAX_PROMPT_CHARS, CharacterParams, Command, clean_prompt
+
+if TYPE_CHECKING:
+    from bot import DoubaoBot
+
+STYLES = {
+    "cancel": discord.ButtonStyle.secondary,
+    "reroll": discord.ButtonStyle.primary,
+    "vary": discord.ButtonStyle.secondary,
+    "ref": discord.ButtonStyle.secondary,
+    "details": discord.ButtonStyle.secondary,
+    "delete": discord.ButtonStyle.danger,
+}
+EMOJI = {"cancel": "✖️", "reroll": "🎲", "vary": "✏️", "ref": "🧬", "details": "ℹ️", "delete": "🗑️"}
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"job:(?P<action>cancel|reroll|vary|ref|details|delete):(?P<job_id>[0-9a-f]{32})",
+):
+    def __init__(self, action: str, job_id: str, language: str = "en") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=t(language, f"button.{action}"),
+                emoji=EMOJI[action],
+                style=STYLES[action],
+                custom_id=f"job:{action}:{job_id}",
+            )
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> JobButton:
+        return cls(match["action"], match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+        try:
+            job = await interaction.client.jobs.load(self.job_id)
+            if job is None:
+                raise UserFacingError("error.job_not_found")
+            await ACTIONS[self.action](interaction, job)
+        except Exception as error:
+            await explain_error(interaction, error)
+
+
+def status_view(job: Job) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("cancel", job.id, job.language))
+    return view
+
+
+def result_view(job: Job) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ("reroll", "vary", "ref", "details", "delete"):
+        view.add_item(JobButton(action, job.id, job.language))
+    return view
+
+
+def may_manage(interaction: discord.Interaction[DoubaoBot], job: Job) -> bool:
+    """The requester, or someone who may manage messages in the channel."""
+    return interaction.user.id == job.user_id or interaction.permissions.manage_messages
+
+
+async def cancel(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    if not may_manage(interaction, job):
+        raise UserFacingError("error.not_your_job")
+    await interaction.response.defer()
+    if not await interaction.client.jobs.cancel(job.id):
+        await interaction.followup.send(text(interaction, "error.too_late_to_cancel"), ephemeral=True)
+
+
+async def reroll(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    await start_job(interaction, job.command, rerolled(job))
+
+
+async def vary(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    await interaction.response.send_modal(PromptModal(job, language_of(interaction)))
+
+
+async def use_as_reference(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    message = interaction.message
+    image = message.attachments[0] if message and message.attachments else None
+    if image is None:
+        raise UserFacingError("error.job_not_found")
+    await interaction.response.send_modal(PromptModal(job, language_of(interaction), reference_url=image.url))
+
+
+async def details(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    await interaction.response.send_message(embed=details_embed(job, language_of(interaction)), ephemeral=True)
+
+
+async def delete(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    if not may_manage(interaction, job):
+        raise UserFacingError("error.not_your_job")
+    await interaction.response.send_message(text(interaction, "result.deleted"), ephemeral=True)
+    if interaction.message is not None:
+        await interaction.message.delete()
+
+
+ACTIONS: dict[str, Callable[[discord.Interaction[DoubaoBot], Job], Awaitable[Any]]] = {
+    "cancel": cancel,
+    "reroll": reroll,
+    "vary": vary,
+    "ref": use_as_reference,
+    "details": details,
+    "delete": delete,
+}
+
+
+class PromptModal(discord.ui.Modal):
+    """Edit the prompt, then run it again: with the same seed (Vary) or with the image as the reference."""
+
+    def __init__(self, job: Job, language: str, *, reference_url: str | None = None) -> None:
+        title_key = "modal.reference_title" if reference_url else "modal.vary_title"
+        super().__init__(title=t(language, title_key), custom_id=f"modal:{job.id}", timeout=600)
+        self.job = job
+        self.reference_url = reference_url
+        self.prompt = discord.ui.TextInput(
+            label=t(language, "modal.prompt_label"),
+            style=discord.TextStyle.paragraph,
+            default=None if reference_url else job.params.prompt,
+            max_length=MAX_PROMPT_CHARS,
+            required=True,
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+        prompt = clean_prompt(self.prompt.value)
+        if self.reference_url is None:
+            await start_job(interaction, self.job.command, replace(self.job.params, prompt=prompt))
+            return
+        params = CharacterParams(prompt=prompt, reference_url=self.reference_url)
+        await start_job(interaction, Command.CHARACTER, params)
+
+    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # type: ignore[override]
+        await explain_error(interaction, error)

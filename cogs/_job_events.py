@@ -1,0 +1,165 @@
+"""How a job shows itself in Discord: its status message while it waits and runs, then its image.
+
+Edits go through the interaction's webhook while its token lives (they work without the Interaction
+object, so after a restart too); after that, through the channel, mentioning only the requester.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import discord
+
+from cogs._buttons import result_view, status_view
+from cogs._render import result_embed, result_file
+from cogs._replies import NO_PINGS, token_rejected
+from core.i18n import t
+from core.images import DownloadedImage
+from core.jobs import DeliveryError, Job
+from core.quota import QuotaStatus, utc_now
+from core.throttle import EditThrottle
+
+if TYPE_CHECKING:
+    from bot import DoubaoBot
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def only_requester(job: Job) -> discord.AllowedMentions:
+    return discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
+
+
+class DiscordJobEvents:
+    def __init__(self, bot: DoubaoBot, *, edit_interval: float) -> None:
+        self.bot = bot
+        self.throttle = EditThrottle(edit_interval)
+
+    # -- JobEvents ------------------------------------------------------------------------------
+
+    def progress(self, job: Job, position: int | None) -> None:
+        if position is None:
+            content, view = t(job.language, "status.running"), None
+        else:
+            content, view = t(job.language, "status.queued", position=position), status_view(job)
+        self.throttle.submit(job.id, lambda: self._edit_status(job, content=content, view=view))
+
+    async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
+        try:
+            return await self.throttle.run_now(job.id, lambda: self._post_result(job, image, quota))
+        except discord.HTTPException as error:
+            raise DeliveryError(f"Discord refused the image: {error.status} {error.code}") from error
+        finally:
+            self.throttle.forget(job.id)
+
+    async def finished(self, job: Job) -> None:
+        content = t(job.language, job.error or "error.unexpected")
+        try:
+            await self.throttle.run_now(job.id, lambda: self._tell(job, content))
+        finally:
+            self.throttle.forget(job.id)
+
+    async def posted_result(self, job: Job) -> int | None:
+        if job.reply.status_message_id is None:
+            return None
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        try:
+            message = await channel.fetch_message(job.reply.status_message_id)
+        except discord.NotFound:
+            return None
+        return message.id if message.attachments else None
+
+    # -- the three ways to write ----------------------------------------------------------------
+
+    async def _via_webhook(self, job: Job, action: Callable[[discord.Webhook], Awaitable[T]]) -> T | None:
+        """Runs `action` on the interaction's webhook; None when the token is gone (or turns out to be)."""
+        reply = job.reply
+        if not reply.token_usable(utc_now()) or reply.application_id is None or reply.token is None:
+            return None
+        webhook = discord.Webhook.partial(reply.application_id, reply.token, client=self.bot)
+        try:
+            return await action(webhook)
+        except discord.HTTPException as error:
+            if not token_rejected(error):
+                raise
+            log.info("the interaction token of job %s was refused; writing to the channel", job.id)
+            return None
+
+    async def _edit_status(self, job: Job, **fields: Any) -> None:
+        message_id = job.reply.status_message_id
+        if message_id is None:
+            return
+
+        async def edit(webhook: discord.Webhook) -> bool:
+            await webhook.edit_message(message_id, allowed_mentions=NO_PINGS, **fields)
+            return True
+
+        if await self._via_webhook(job, edit) is None:
+            # Late status edits are best effort: the bot may edit its own message through the channel.
+            message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(message_id)
+            try:
+                await message.edit(allowed_mentions=NO_PINGS, **fields)
+            except discord.HTTPException as error:
+                log.debug("could not edit the status of job %s: %s", job.id, error)
+
+    async def _post_result(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
+        embed = result_embed(job, image, quota)
+        view = result_view(job)
+        message_id = job.reply.status_message_id
+
+        async def edit(webhook: discord.Webhook) -> int:
+            assert message_id is not None
+            message = await webhook.edit_message(
+                message_id,
+                content=None,
+                embed=embed,
+                attachments=[result_file(image)],
+                view=view,
+                allowed_mentions=NO_PINGS,
+            )
+            return message.id
+
+        if message_id is not None and (posted := await self._via_webhook(job, edit)) is not None:
+            return posted
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        message = await channel.send(
+            t(job.language, "result.late_delivery", mention=f"<@{job.user_id}>"),
+            embed=embed,
+            file=result_file(image),
+            view=view,
+            allowed_mentions=only_requester(job),
+        )
+        if message_id is not None:
+            await self._retire_status(job, message_id)
+        return message.id
+
+    async def _tell(self, job: Job, content: str) -> None:
+        async def edit(webhook: discord.Webhook) -> bool:
+            assert job.reply.status_message_id is not None
+            await webhook.edit_message(
+                job.reply.status_message_id,
+                content=content,
+                embed=None,
+                attachments=[],
+                view=None,
+                allowed_mentions=NO_PINGS,
+            )
+            return True
+
+        if job.reply.status_message_id is not None and await self._via_webhook(job, edit):
+            return
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        await channel.send(f"<@{job.user_id}> {content}", allowed_mentions=only_requester(job))
+        if job.reply.status_message_id is not None:
+            await self._retire_status(job, job.reply.status_message_id)
+
+    async def _retire_status(self, job: Job, message_id: int) -> None:
+        """The status message no longer tells the truth once the answer went elsewhere: remove it."""
+        message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(message_id)
+        try:
+            await message.delete()
+        except discord.HTTPException as error:
+            log.debug("could not remove the status message of job %s: %s", job.id, error)
