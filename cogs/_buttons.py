@@ -114,9 +114,9 @@ async def details(interaction: discord.Interaction[DoubaoBot], job: Job) -> None
 async def delete(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
     if not may_manage(interaction, job):
         raise UserFacingError("error.not_your_job")
-    await interaction.response.send_message(text(interaction, "result.deleted"), ephemeral=True)
     if interaction.message is not None:
         await interaction.message.delete()
+    await interaction.response.send_message(text(interaction, "result.deleted"), ephemeral=True)
 
 
 ACTIONS: dict[str, Callable[[discord.Interaction[DoubaoBot], Job], Awaitable[Any]]] = {
@@ -139,6 +139,7 @@ class PromptModal(discord.ui.Modal):
         self.reference_url = reference_url
         self.prompt = discord.ui.TextInput(
             label=t(language, "modal.prompt_label"),
+            custom_id="prompt",
             style=discord.TextStyle.paragraph,
             default=None if reference_url else job.params.prompt,
             max_length=MAX_PROMPT_CHARS,

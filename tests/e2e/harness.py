@@ -74,6 +74,15 @@ class BotHarness:
         options.setdefault("prompt", "a red fox in the snow")
         return await self.discord.invoke("draw", user=user, **options)
 
+    async def check_ledger(self) -> dict[str, int]:
+        """Nothing left reserved, and every charge is a posted image."""
+        totals = await self.ledger()
+        assert self.store is not None
+        counts = await self.store.job_counts()
+        assert totals["reserved"] == 0, totals
+        assert totals["committed"] == counts["done"], (totals, counts)
+        return totals
+
     async def ledger(self, timeout: float = 5.0) -> dict[str, int]:  # noqa: ASYNC109
         """The ledger totals once no reservation is left open (jobs settle just after their last message)."""
         assert self.store is not None
