@@ -147,3 +147,31 @@ async def test_sigterm_past_the_grace_period_refunds_running_jobs(tmp_path: Path
         assert "restarting" in (await outcome(record)).content
         totals, _ = await ledger(bot)
         assert totals == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+async def test_cancel_button_of_a_requeued_job_works_after_a_crash(tmp_path: Path) -> None:
+    async with bot_process(tmp_path, ONE_AT_A_TIME | {"SHUTDOWN_GRACE_SECONDS": "0.2"}) as bot:
+        await bot.start()
+        await bot.discord.wait_for_commands_synced()
+        bot.api.default_response = FakeResponse.hang()
+        await draw(bot, user(bot, "alice"), "running")
+        await wait_for_api_calls(bot, 1)
+        second = await draw(bot, user(bot, "bob"), "second")
+        carol = user(bot, "carol")
+        third = await draw(bot, carol, "third")
+        await third.wait_for(lambda r: r.message is not None and "position 2" in r.message.content, 5)
+        await bot.kill()
+        await bot.start()  # "second" runs (and hangs) again; "third" waits behind it
+        await wait_for_api_calls(bot, 2)
+        await third.wait_for(lambda r: r.message is not None and "position 1" in r.message.content, 5)
+        status = third.message
+        assert status is not None
+        cancel = next(custom_id for custom_id in status.custom_ids if custom_id.startswith("job:cancel:"))
+        await bot.discord.click(status, cancel, user=carol)
+        await third.wait_for(lambda r: r.message is not None and r.message.content.startswith("✖️"), 5)
+        assert [request.json["prompt"] for request in bot.api.requests] == ["running", "second"]
+        assert second.message is not None and second.message.content.startswith("🎨")
+        assert await bot.terminate() == 0
+        totals, counts = await ledger(bot)
+        assert totals == {"reserved": 0, "committed": 0, "refunded": 3}
+        assert (counts["cancelled"], counts["failed"]) == (1, 2)
