@@ -16,22 +16,26 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 from cogs._job_events import DiscordJobEvents
+from cogs._modlog import ModLog
 from cogs._tree import BotTree
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
 from core.jobs import JobLimits, JobService
+from core.policy import PolicyService
 from core.quota import QuotaService
 from storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.generate", "cogs.quota", "cogs.jobs")
+EXTENSIONS = ("cogs.generate", "cogs.quota", "cogs.jobs", "cogs.settings", "cogs.privacy")
 
 
 class DoubaoBot(commands.Bot):
     """The Discord side: holds the services the cogs call, loads the cogs, keeps the commands in sync."""
 
-    def __init__(self, *, settings: Settings, store: Store, quota: QuotaService, jobs: JobService) -> None:
+    def __init__(
+        self, *, settings: Settings, store: Store, policy: PolicyService, quota: QuotaService, jobs: JobService
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents(guilds=True),
@@ -41,13 +45,15 @@ class DoubaoBot(commands.Bot):
         )
         self.settings = settings
         self.store = store
+        self.policy = policy
         self.quota = quota
         self.jobs = jobs
+        self.modlog = ModLog(self)
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        await self.jobs.start(DiscordJobEvents(self, edit_interval=self.settings.status_edit_interval))
+        await self.jobs.start(DiscordJobEvents(self, self.modlog, edit_interval=self.settings.status_edit_interval))
         await self.sync_commands()
 
     async def sync_commands(self) -> None:
@@ -84,7 +90,8 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         max_attempts=settings.api_max_attempts,
         backoff_base=settings.api_retry_backoff,
     )
-    quota = QuotaService(store, daily_limit=settings.daily_quota)
+    policy = PolicyService(store)
+    quota = QuotaService(store, policy, daily_limit=settings.daily_quota)
     jobs = JobService(
         store=store,
         quota=quota,
@@ -96,9 +103,10 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
             max_per_user=settings.max_jobs_per_user,
             max_queue=settings.max_queue,
             shutdown_grace=settings.shutdown_grace,
+            approval_sweep_interval=settings.approval_sweep_interval,
         ),
     )
-    return DoubaoBot(settings=settings, store=store, quota=quota, jobs=jobs)
+    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, jobs=jobs)
 
 
 async def run(settings: Settings) -> None:

@@ -16,7 +16,7 @@ from cogs._submit import start_job
 from cogs._tree import explain_error
 from core.errors import UserFacingError
 from core.i18n import t
-from core.jobs import Job, rerolled
+from core.jobs import Job, rerolled, reusable_params
 from core.params import MAX_PROMPT_CHARS, CharacterParams, Command, clean_prompt
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ async def reroll(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
 
 
 async def vary(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
+    reusable_params(job)
     await interaction.response.send_modal(PromptModal(job, language_of(interaction)))
 
 
@@ -127,6 +128,76 @@ ACTIONS: dict[str, Callable[[discord.Interaction[DoubaoBot], Job], Awaitable[Any
     "details": details,
     "delete": delete,
 }
+
+
+class ApprovalButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"approval:(?P<action>approve|reject):(?P<job_id>[0-9a-f]{32})",
+):
+    """Approve / Reject on a request posted in the mod channel, for members who may manage messages there."""
+
+    def __init__(self, action: str, job_id: str, language: str = "en") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=t(language, f"button.{action}"),
+                style=discord.ButtonStyle.success if action == "approve" else discord.ButtonStyle.danger,
+                custom_id=f"approval:{action}:{job_id}",
+            )
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> ApprovalButton:
+        return cls(match["action"], match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+        try:
+            if not interaction.permissions.manage_messages:
+                raise UserFacingError("error.not_a_moderator")
+            if self.action == "reject":
+                await interaction.response.send_modal(RejectModal(self.job_id, language_of(interaction)))
+                return
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            approved = await interaction.client.jobs.approve(self.job_id, interaction.user.id)
+            await interaction.followup.send(
+                text(interaction, "approval.done" if approved else "error.already_decided"), ephemeral=True
+            )
+        except Exception as error:
+            await explain_error(interaction, error)
+
+
+def approval_view(job: Job, language: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ApprovalButton("approve", job.id, language))
+    view.add_item(ApprovalButton("reject", job.id, language))
+    return view
+
+
+class RejectModal(discord.ui.Modal):
+    def __init__(self, job_id: str, language: str) -> None:
+        super().__init__(title=t(language, "modal.reject_title"), custom_id=f"reject:{job_id}", timeout=600)
+        self.job_id = job_id
+        self.reason = discord.ui.TextInput(
+            label=t(language, "modal.reason_label"),
+            custom_id="reason",
+            style=discord.TextStyle.paragraph,
+            max_length=500,
+            required=False,
+        )
+        self.add_item(self.reason)
+
+    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+        reason = self.reason.value.strip() or None
+        rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)
+        await interaction.response.send_message(
+            text(interaction, "approval.done" if rejected else "error.already_decided"), ephemeral=True
+        )
+
+    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # type: ignore[override]
+        await explain_error(interaction, error)
 
 
 class PromptModal(discord.ui.Modal):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import discord
+from discord import app_commands
 
 from core.errors import InvalidInput
 
@@ -12,3 +13,20 @@ def require_guild(interaction: discord.Interaction) -> int:
     if interaction.guild_id is None:
         raise InvalidInput("error.guild_only")
     return interaction.guild_id
+
+
+class Forbidden(app_commands.CheckFailure):
+    """A check that failed with a message for the user (a catalogue key)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def require_manage_guild(interaction: discord.Interaction) -> bool:
+    """Checked in code too: a server may have widened who sees the settings commands."""
+    if interaction.guild_id is None:
+        raise Forbidden("error.guild_only")
+    if not interaction.permissions.manage_guild:
+        raise Forbidden("error.not_an_admin")
+    return True

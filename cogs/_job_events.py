@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 
-from cogs._buttons import result_view, status_view
+from cogs._buttons import approval_view, result_view, status_view
+from cogs._modlog import ModLog, job_embed
 from cogs._render import result_embed, result_file
 from cogs._replies import NO_PINGS, token_rejected
 from core.i18n import t
 from core.images import DownloadedImage
-from core.jobs import DeliveryError, Job
+from core.jobs import DeliveryError, Job, JobState
 from core.quota import QuotaStatus, utc_now
 from core.throttle import EditThrottle
 
@@ -34,8 +36,9 @@ def only_requester(job: Job) -> discord.AllowedMentions:
 
 
 class DiscordJobEvents:
-    def __init__(self, bot: DoubaoBot, *, edit_interval: float) -> None:
+    def __init__(self, bot: DoubaoBot, modlog: ModLog, *, edit_interval: float) -> None:
         self.bot = bot
+        self.modlog = modlog
         self.throttle = EditThrottle(edit_interval)
 
     # -- JobEvents ------------------------------------------------------------------------------
@@ -49,18 +52,56 @@ class DiscordJobEvents:
 
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         try:
-            return await self.throttle.run_now(job.id, lambda: self._post_result(job, image, quota))
+            message_id = await self.throttle.run_now(job.id, lambda: self._post_result(job, image, quota))
         except discord.HTTPException as error:
             raise DeliveryError(f"Discord refused the image: {error.status} {error.code}") from error
         finally:
             self.throttle.forget(job.id)
+        await self._log(replace(job, state=JobState.DONE, result_message_id=message_id), cost=1)
+        return message_id
 
     async def finished(self, job: Job) -> None:
-        content = t(job.language, job.error or "error.unexpected")
+        content = t(job.language, job.error or "error.unexpected", reason=job.note or "-")
         try:
             await self.throttle.run_now(job.id, lambda: self._tell(job, content))
         finally:
             self.throttle.forget(job.id)
+        await self._log(job, cost=0)
+
+    async def _log(self, job: Job, *, cost: int) -> None:
+        """The mod log is a record, not part of the job: its failure never fails a delivery."""
+        try:
+            await self.modlog.job(job, cost=cost)
+        except Exception:
+            log.warning("could not log job %s in the mod log", job.id, exc_info=True)
+
+    async def awaiting_approval(self, job: Job) -> int | None:
+        language = await self.modlog.server_language(job.guild_id)
+        embed = job_embed(job, language)
+        embed.title = t(language, "approval.request_title", command=job.command.value)
+        if job.approval_expires_at:
+            embed.add_field(
+                name=t(language, "approval.expires"), value=discord.utils.format_dt(job.approval_expires_at, "R")
+            )
+        message_id = await self.modlog.post(job.guild_id, embed, approval_view(job, language))
+        if message_id is not None:
+            self.throttle.submit(job.id, lambda: self._edit_status(job, content=t(job.language, "status.pending")))
+        return message_id
+
+    async def approval_decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
+        policy = await self.bot.policy.get(job.guild_id)
+        if policy.mod_log_channel_id is None or job.approval_message_id is None:
+            return
+        language = await self.modlog.server_language(job.guild_id)
+        who = f"<@{moderator_id}>" if moderator_id else "-"
+        text = t(language, f"approval.marked_{decision}", moderator=who, reason=job.note or "-")
+        message = self.bot.get_partial_messageable(policy.mod_log_channel_id).get_partial_message(
+            job.approval_message_id
+        )
+        try:
+            await message.edit(content=text, view=None, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as error:
+            log.warning("could not mark the approval request of job %s: %s", job.id, error)
 
     async def posted_result(self, job: Job) -> int | None:
         if job.reply.status_message_id is None:

@@ -6,6 +6,7 @@ import io
 
 import discord
 
+from cogs._replies import text
 from core.i18n import t
 from core.images import DownloadedImage
 from core.jobs import Job
@@ -38,6 +39,26 @@ def result_embed(job: Job, image: DownloadedImage, quota: QuotaStatus) -> discor
 
 def result_file(image: DownloadedImage) -> discord.File:
     return discord.File(io.BytesIO(image.data), filename=image.filename)
+
+
+def quota_text(interaction: discord.Interaction, status: QuotaStatus, key: str, **extra: object) -> str:
+    """A member's limit, where it comes from, what they used and what is left."""
+    origin = status.origin
+    source = "-"
+    if origin is not None:
+        source = text(interaction, f"quota.source_{origin.source}", role=f"<@&{origin.role_id}>")
+        if origin.granted:
+            source += " " + text(interaction, "quota.granted", amount=origin.granted)
+    return text(
+        interaction,
+        key,
+        used=status.used,
+        limit=status.limit,
+        remaining=status.remaining,
+        source=source,
+        resets=status.resets_at,
+        **extra,
+    )
 
 
 def details_embed(job: Job, language: str) -> discord.Embed:

@@ -10,20 +10,49 @@ from cogs._guards import require_guild
 from cogs._replies import language_of
 from core.jobs import Job, JobRequest, ReplyTarget
 from core.params import Command, Params
+from core.policy import PolicyRefusal, Requester
+from core.quota import utc_now
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
 
 
+def requester_of(interaction: discord.Interaction) -> Requester:
+    roles = getattr(interaction.user, "roles", ())
+    return Requester(
+        guild_id=require_guild(interaction),
+        channel_id=interaction.channel_id or 0,
+        user_id=interaction.user.id,
+        role_ids=frozenset(role.id for role in roles),
+    )
+
+
 async def start_job(interaction: discord.Interaction[DoubaoBot], command: Command, params: Params) -> Job:
     """Checks what can be said privately, defers well inside Discord's 3 s, then queues the job.
 
-    The deferred "thinking" message becomes the job's status message: queued, generating, then the image.
+    The server's policy, the quota and the queue limits are checked first, so a refusal is private and costs
+    nothing. The deferred "thinking" message becomes the job's status message.
     """
     bot = interaction.client
-    guild_id = require_guild(interaction)
-    await bot.quota.check(guild_id=guild_id, user_id=interaction.user.id)
-    bot.jobs.check_admission(interaction.user.id)
+    who = requester_of(interaction)
+    recent = await bot.jobs.recent(guild_id=who.guild_id, user_id=who.user_id, limit=1)
+    try:
+        admission = await bot.policy.admit(
+            who, params, last_request_at=recent[0].created_at if recent else None, now=utc_now()
+        )
+    except PolicyRefusal as refusal:
+        if refusal.logged:
+            await bot.modlog.refusal(
+                who.guild_id,
+                user_id=who.user_id,
+                channel_id=who.channel_id,
+                prompt=params.prompt,
+                reason_key="modlog.refused_blocklist",
+                **refusal.params,
+            )
+        raise
+    await bot.quota.check(guild_id=who.guild_id, user_id=who.user_id, role_ids=who.role_ids)
+    bot.jobs.check_admission(who.user_id)
     await interaction.response.defer(thinking=True)
     status = await interaction.original_response()
     reply = ReplyTarget(
@@ -35,11 +64,14 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
     )
     request = JobRequest(
         command=command,
-        params=params,
-        guild_id=guild_id,
-        channel_id=interaction.channel_id or status.channel.id,
-        user_id=interaction.user.id,
+        params=admission.params,
+        guild_id=who.guild_id,
+        channel_id=who.channel_id or status.channel.id,
+        user_id=who.user_id,
         language=language_of(interaction),
         reply=reply,
+        role_ids=who.role_ids,
+        needs_approval=admission.needs_approval,
+        approval_timeout=admission.approval_timeout,
     )
     return await bot.jobs.submit(request)

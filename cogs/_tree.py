@@ -7,6 +7,7 @@ import logging
 import discord
 from discord import app_commands
 
+from cogs._guards import Forbidden
 from cogs._replies import reply, text
 from core.errors import UserFacingError
 
@@ -18,6 +19,8 @@ async def explain_error(interaction: discord.Interaction, error: BaseException) 
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
     if isinstance(cause, UserFacingError):
         content = text(interaction, cause.key, **cause.params)
+    elif isinstance(cause, Forbidden):
+        content = text(interaction, cause.key)
     elif isinstance(cause, app_commands.TransformerError | app_commands.CheckFailure):
         content = text(interaction, "error.bad_choice", option=getattr(cause, "value", "?"))
     else:

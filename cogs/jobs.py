@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._buttons import JobButton
+from cogs._buttons import ApprovalButton, JobButton
 from cogs._guards import require_guild
 from cogs._render import trim
 from cogs._replies import language_of, reply
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 HISTORY_SIZE = 10
 STATE_ICONS = {
+    JobState.PENDING: "🛡️",
     JobState.QUEUED: "⏳",
     JobState.RUNNING: "🎨",
     JobState.DELIVERING: "📤",
@@ -43,10 +44,10 @@ class Jobs(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(JobButton)
+        self.bot.add_dynamic_items(JobButton, ApprovalButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(JobButton)
+        self.bot.remove_dynamic_items(JobButton, ApprovalButton)
 
     @app_commands.command(name="history", description="Your last 10 generations in this server")
     async def history(self, interaction: discord.Interaction) -> None:

@@ -1,4 +1,4 @@
-"""/quota: how many generations the caller has left today."""
+"""/quota: how many generations the caller has left today, and where their limit comes from."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._guards import require_guild
-from cogs._replies import reply, text
+from cogs._render import quota_text
+from cogs._replies import reply
+from cogs._submit import requester_of
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
@@ -21,19 +22,9 @@ class Quota(commands.Cog):
 
     @app_commands.command(name="quota", description="Show how many generations you have left today")
     async def quota(self, interaction: discord.Interaction) -> None:
-        guild_id = require_guild(interaction)
-        status = await self.bot.quota.status(guild_id=guild_id, user_id=interaction.user.id)
-        await reply(
-            interaction,
-            text(
-                interaction,
-                "quota.status",
-                used=status.used,
-                limit=status.limit,
-                remaining=status.remaining,
-                resets=status.resets_at,
-            ),
-        )
+        who = requester_of(interaction)
+        status = await self.bot.quota.status(guild_id=who.guild_id, user_id=who.user_id, role_ids=who.role_ids)
+        await reply(interaction, quota_text(interaction, status, "quota.status"))
 
 
 async def setup(bot: DoubaoBot) -> None:

@@ -78,6 +78,7 @@ class Settings:
     max_queue: int = 100
     shutdown_grace: float = 30.0
     status_edit_interval: float = 2.0
+    approval_sweep_interval: float = 15.0
     dev_guild_id: int | None = None
     log_level: str = "INFO"
     api_timeout: float = 120.0
@@ -117,6 +118,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_queue=reader.get("MAX_QUEUE", _integer(1, 10_000), 100),
         shutdown_grace=reader.get("SHUTDOWN_GRACE_SECONDS", _number(0.0, 3600.0), 30.0),
         status_edit_interval=reader.get("STATUS_EDIT_INTERVAL_SECONDS", _number(0.0, 60.0), 2.0),
+        approval_sweep_interval=reader.get("APPROVAL_SWEEP_SECONDS", _number(0.05, 3600.0), 15.0),
         dev_guild_id=reader.get("DEV_GUILD_ID", _snowflake, None),
         log_level=reader.get("LOG_LEVEL", _choice({level: level for level in LOG_LEVELS}), "INFO"),
         api_timeout=reader.get("API_TIMEOUT_SECONDS", _number(0.1, 3600.0), 120.0),

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -32,7 +32,7 @@ from core.doubao import (
 from core.errors import UserFacingError
 from core.fair_queue import FairQueue
 from core.images import DownloadedImage, ImageDownloadError, download_image, fit_to_limit_async, from_bytes
-from core.params import Command, Params, params_from_dict, params_to_dict, with_seed
+from core.params import CharacterParams, Command, Params, params_from_dict, params_to_dict, with_seed
 from core.quota import Clock, QuotaService, QuotaStatus, exhausted, utc_now
 from storage.base import JobRow, Store
 
@@ -45,6 +45,7 @@ MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
 
 
 class JobState(StrEnum):
+    PENDING = "pending"  # waiting for a moderator
     QUEUED = "queued"
     RUNNING = "running"
     DELIVERING = "delivering"
@@ -80,6 +81,9 @@ class JobRequest:
     user_id: int
     language: str
     reply: ReplyTarget
+    role_ids: frozenset[int] = frozenset()
+    needs_approval: bool = False
+    approval_timeout: timedelta = timedelta(hours=1)
 
 
 @dataclass
@@ -94,7 +98,10 @@ class Job:
     reply: ReplyTarget
     state: JobState = JobState.QUEUED
     error: str | None = None
+    note: str | None = None
     result_message_id: int | None = None
+    approval_message_id: int | None = None
+    approval_expires_at: datetime | None = None
     created_at: datetime | None = None
 
     @classmethod
@@ -111,14 +118,17 @@ class Job:
             reply=ReplyTarget(
                 application_id=row.application_id,
                 token=row.interaction_token,
-                token_expires_at=datetime.fromisoformat(row.token_expires_at) if row.token_expires_at else None,
+                token_expires_at=_parse_time(row.token_expires_at),
                 status_message_id=row.status_message_id,
                 upload_limit=row.upload_limit,
             ),
             state=JobState(row.state),
             error=row.error,
+            note=row.note,
             result_message_id=row.result_message_id,
-            created_at=datetime.fromisoformat(row.created_at) if row.created_at else None,
+            approval_message_id=row.approval_message_id,
+            approval_expires_at=_parse_time(row.approval_expires_at),
+            created_at=_parse_time(row.created_at),
         )
 
     def to_row(self) -> JobRow:
@@ -133,13 +143,25 @@ class Job:
             language=self.language,
             state=self.state.value,
             error=self.error,
+            note=self.note,
             application_id=self.reply.application_id,
             interaction_token=self.reply.token,
             token_expires_at=expires.isoformat() if expires else None,
             status_message_id=self.reply.status_message_id,
             result_message_id=self.result_message_id,
+            approval_message_id=self.approval_message_id,
+            approval_expires_at=_format_time(self.approval_expires_at),
             upload_limit=self.reply.upload_limit,
         )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _format_time(value: datetime | None) -> str | None:
+    """Fixed precision, so stored times compare correctly as text."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value else None
 
 
 class JobEvents(Protocol):
@@ -159,6 +181,13 @@ class JobEvents(Protocol):
         """After a crash while delivering: the id of the message that already shows the image, if any."""
         ...
 
+    async def awaiting_approval(self, job: Job) -> int | None:
+        """Asks the moderators (Approve / Reject) and tells the requester; returns the request's message id."""
+        ...
+
+    async def approval_decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
+        """Marks the moderators' request as approved, rejected or expired."""
+
 
 class DeliveryError(Exception):
     """The image could not be posted; raised by JobEvents.deliver."""
@@ -170,6 +199,7 @@ class JobLimits:
     max_per_user: int = 2
     max_queue: int = 100
     shutdown_grace: float = 30.0
+    approval_sweep_interval: float = 15.0
 
 
 class JobService:
@@ -194,6 +224,7 @@ class JobService:
         self._events: JobEvents | None = None
         self._queue = FairQueue()
         self._jobs: dict[str, Job] = {}  # queued and running, in this process
+        self._pending: dict[str, Job] = {}  # waiting for a moderator
         self._announced: dict[str, int | None] = {}
         self._admission = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
@@ -216,7 +247,7 @@ class JobService:
             raise UserFacingError("error.restarting")
         if len(self._queue) >= self.limits.max_queue:
             raise UserFacingError("error.queue_full")
-        active = sum(1 for job in self._jobs.values() if job.user_id == user_id)
+        active = sum(1 for job in (*self._jobs.values(), *self._pending.values()) if job.user_id == user_id)
         if active >= self.limits.max_per_user:
             raise UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
 
@@ -234,13 +265,90 @@ class JobService:
                 language=request.language,
                 reply=request.reply,
             )
+            if request.needs_approval:
+                job.state = JobState.PENDING
+                job.approval_expires_at = self._clock() + request.approval_timeout
             window = self._quota.window()
-            limit = await self._quota.limit_for(guild_id=job.guild_id, user_id=job.user_id)
-            if not await self._store.create_job(job.to_row(), window=window.key, limit=limit):
-                raise exhausted(limit, window.resets_at)
-            await self._enqueue(job)
-        log.info("job %s queued: %s by user %s in guild %s", job.id, job.command, job.user_id, job.guild_id)
+            limit = await self._quota.limit_for(guild_id=job.guild_id, user_id=job.user_id, role_ids=request.role_ids)
+            if not await self._store.create_job(job.to_row(), window=window.key, limit=limit.total):
+                raise exhausted(limit.total, window.resets_at)
+            if job.state is JobState.PENDING:
+                self._pending[job.id] = job
+            else:
+                await self._enqueue(job)
+        log.info("job %s %s: %s by user %s in guild %s", job.id, job.state, job.command, job.user_id, job.guild_id)
+        if job.state is JobState.PENDING:
+            await self._ask_moderators(job)
         return job
+
+    # -- approval -------------------------------------------------------------------------------
+
+    async def _ask_moderators(self, job: Job) -> None:
+        try:
+            message_id = await self.events.awaiting_approval(job)
+        except Exception:
+            log.exception("could not ask the moderators about job %s", job.id)
+            message_id = None
+        if message_id is None:
+            # Nobody can approve it: do not let it wait for nothing.
+            await self._settle_pending(job, "error.approval_unavailable", decision="expired")
+            return
+        job.approval_message_id = message_id
+        await self._store.update_job(job.id, approval_message_id=message_id)
+
+    async def approve(self, job_id: str, moderator_id: int) -> Job | None:
+        """Queues a pending job; None when it is not pending any more (decided, expired or unknown)."""
+        job = self._pending.pop(job_id, None)
+        if job is None or not await self._store.update_job(job_id, expect=[JobState.PENDING], state=JobState.QUEUED):
+            return None
+        job.state = JobState.QUEUED
+        log.info("job %s approved by %s", job.id, moderator_id)
+        await self._enqueue(job)
+        await self._decided(job, "approved", moderator_id)
+        return job
+
+    async def reject(self, job_id: str, moderator_id: int, reason: str | None) -> Job | None:
+        """Refunds a pending job and tells its requester why; None when it is not pending any more."""
+        job = self._pending.get(job_id)
+        if job is None:
+            return None
+        job.note = reason
+        if not await self._settle_pending(job, "approval.rejected", decision="rejected", moderator_id=moderator_id):
+            return None
+        return job
+
+    async def expire_pending(self) -> int:
+        """Refunds the pending jobs whose approval time ran out; returns how many."""
+        expired = await self._store.expired_pending_jobs(_format_time(self._clock()))
+        count = 0
+        for row in expired:
+            job = self._pending.get(row.id) or Job.from_row(row)
+            count += await self._settle_pending(job, "approval.expired", decision="expired")
+        return count
+
+    async def _settle_pending(self, job: Job, error: str, *, decision: str, moderator_id: int | None = None) -> bool:
+        self._pending.pop(job.id, None)
+        if not await self._finish(job, JobState.FAILED, error=error, note=job.note):
+            return False
+        log.info("pending job %s %s", job.id, decision)
+        await self._decided(job, decision, moderator_id)
+        return True
+
+    async def _decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
+        if job.approval_message_id is None:
+            return
+        try:
+            await self.events.approval_decided(job, decision, moderator_id)
+        except Exception:
+            log.warning("could not mark the approval request of job %s", job.id, exc_info=True)
+
+    async def _sweep_pending(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.approval_sweep_interval)
+            try:
+                await self.expire_pending()
+            except Exception:
+                log.exception("sweeping expired approval requests failed")
 
     async def _enqueue(self, job: Job) -> None:
         self._jobs[job.id] = job
@@ -277,6 +385,7 @@ class JobService:
         self._workers = [
             asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self.limits.max_concurrent)
         ]
+        self._workers.append(asyncio.create_task(self._sweep_pending(), name="approval-sweeper"))
         self._accepting = True
 
     async def _work(self) -> None:
@@ -330,17 +439,37 @@ class JobService:
         return await download_image(self._session, generated.url, max_bytes=MAX_DOWNLOAD_BYTES)
 
     async def _finish(
-        self, job: Job, state: JobState, *, error: str | None = None, result_message_id: int | None = None
-    ) -> None:
+        self,
+        job: Job,
+        state: JobState,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        result_message_id: int | None = None,
+    ) -> bool:
         """Settles the job once; the requester is told about any ending but a posted image."""
-        settled = await self._store.finish_job(job.id, state, error=error, result_message_id=result_message_id)
-        job.state, job.error, job.result_message_id = state, error, result_message_id
+        settled = await self._store.finish_job(
+            job.id, state, error=error, note=note, result_message_id=result_message_id
+        )
         log.info("job %s %s%s (settled now: %s)", job.id, state, f" ({error})" if error else "", settled)
-        if settled and state is not JobState.DONE:
-            try:
-                await self.events.finished(job)
-            except Exception:
-                log.warning("could not tell user %s about job %s", job.user_id, job.id, exc_info=True)
+        if not settled:
+            return False
+        job.state, job.error, job.note, job.result_message_id = state, error, note, result_message_id
+        if isinstance(job.params, CharacterParams):
+            await self._forget_reference(job)
+        if state is not JobState.DONE:
+            await self._tell(job)
+        return True
+
+    async def _forget_reference(self, job: Job) -> None:
+        """The reference of a /character job (a member's photo, often) is not kept beyond the job."""
+        await self._store.update_job(job.id, params=params_to_dict(replace(job.params, reference_url="")))
+
+    async def _tell(self, job: Job) -> None:
+        try:
+            await self.events.finished(job)
+        except Exception:
+            log.warning("could not tell user %s about job %s", job.user_id, job.id, exc_info=True)
 
     # -- restart and shutdown -------------------------------------------------------------------
 
@@ -348,7 +477,9 @@ class JobService:
         now = self._clock()
         for row in await self._store.active_jobs():
             job = Job.from_row(row)
-            if job.state is JobState.QUEUED and job.reply.token_usable(now):
+            if job.state is JobState.PENDING:
+                self._pending[job.id] = job  # still waiting for a moderator; the sweeper expires it in time
+            elif job.state is JobState.QUEUED and job.reply.token_usable(now):
                 log.info("job %s re-queued after a restart", job.id)
                 await self._enqueue(job)
             elif job.state is JobState.DELIVERING and (message_id := await self._posted(job)) is not None:
@@ -394,12 +525,16 @@ class JobService:
         await self._idle.wait()
 
     def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        return self._jobs.get(job_id) or self._pending.get(job_id)
 
     async def load(self, job_id: str) -> Job | None:
         """A job from this process or the database, whatever its state."""
         row = await self._store.get_job(job_id)
         return Job.from_row(row) if row else None
+
+    async def forget_user(self, user_id: int, *, guild_id: int | None) -> int:
+        """Deletes a member's finished jobs and past usage (today's stays, so the quota is still enforced)."""
+        return await self._store.forget_user(user_id, guild_id=guild_id, keep_window=self._quota.window().key)
 
     async def recent(self, *, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
         rows = await self._store.recent_jobs(guild_id=guild_id, user_id=user_id, limit=limit)
@@ -408,7 +543,14 @@ class JobService:
 
 def rerolled(job: Job) -> Params:
     """The same request with a new seed."""
-    return replace(job.params, seed=-1)
+    return replace(reusable_params(job), seed=-1)
+
+
+def reusable_params(job: Job) -> Params:
+    """A finished job's parameters for a new job; a /character reference is not kept, so it cannot be reused."""
+    if isinstance(job.params, CharacterParams) and not job.params.reference_url:
+        raise UserFacingError("error.reference_not_kept")
+    return job.params
 
 
 def _error_key(exc: BaseException) -> str:

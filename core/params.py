@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from core.config import ApiExtras
+from core.config import ApiExtras, Watermark
 from core.errors import InvalidInput
 
 MAX_PROMPT_CHARS = 800
@@ -54,6 +54,7 @@ class DrawParams:
     steps: int = 25
     upscale: bool = False
     rewrite_prompt: bool = True
+    watermark: Watermark | None = None  # the server's; None: the bot's configured one
 
     def payload(self, extras: ApiExtras) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -67,7 +68,7 @@ class DrawParams:
             "use_pre_llm": self.rewrite_prompt,
             "use_sr": self.upscale,
             "return_url": True,
-            "logo_info": _logo_info(extras),
+            "logo_info": _logo_info(self.watermark or extras.watermark),
         }
         if self.style is not None:
             body["req_schedule_conf"] = STYLES[self.style]
@@ -90,6 +91,7 @@ class CharacterParams:
     scale: float = 3.5
     steps: int = 9
     upscale: bool = False
+    watermark: Watermark | None = None  # the server's; None: the bot's configured one
 
     def payload(self, extras: ApiExtras) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -104,7 +106,7 @@ class CharacterParams:
             "ref_id_weight": self.face_strength,
             "use_sr": self.upscale,
             "return_url": True,
-            "logo_info": _logo_info(extras),
+            "logo_info": _logo_info(self.watermark or extras.watermark),
         }
         if extras.cfg_rescale is not None:
             body["cfg_rescale"] = extras.cfg_rescale
@@ -123,7 +125,22 @@ def params_to_dict(params: Params) -> dict[str, Any]:
 
 
 def params_from_dict(command: Command, values: dict[str, Any]) -> Params:
+    values = dict(values)
+    if values.get("watermark") is not None:
+        values["watermark"] = Watermark(**values["watermark"])
     return PARAMS_FOR[command](**values)
+
+
+def scale_to_fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Shrinks a size so that no side exceeds `max_side`, keeping the ratio as far as the API's range allows."""
+    if max(width, height) <= max_side:
+        return width, height
+    factor = max_side / max(width, height)
+
+    def side(value: int) -> int:
+        return max(SIDE_RANGE[0], min(SIDE_RANGE[1], int(value * factor) // 16 * 16))
+
+    return side(width), side(height)
 
 
 def with_seed(params: Params, rng: random.Random | None = None) -> Params:
@@ -172,8 +189,7 @@ def check_reference(
         raise InvalidInput("error.reference_too_large", limit_mb=round(max_bytes / 1024 / 1024, 1))
 
 
-def _logo_info(extras: ApiExtras) -> dict[str, Any]:
-    mark = extras.watermark
+def _logo_info(mark: Watermark) -> dict[str, Any]:
     info: dict[str, Any] = {
         "add_logo": mark.enabled,
         "position": mark.position,

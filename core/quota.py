@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from core.errors import QuotaExhausted
+from core.policy import PolicyService
 from storage.base import Store
 
 Clock = Callable[[], datetime]
@@ -28,10 +29,25 @@ class QuotaWindow:
 
 
 @dataclass(frozen=True)
+class QuotaLimit:
+    """A member's limit for the window and where it comes from (shown by /quota)."""
+
+    base: int
+    source: str  # "default", "server", "role" or "user"
+    role_id: int | None = None
+    granted: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.base + self.granted
+
+
+@dataclass(frozen=True)
 class QuotaStatus:
     limit: int
     used: int
     resets_at: datetime
+    origin: QuotaLimit | None = None
 
     @property
     def remaining(self) -> int:
@@ -39,28 +55,41 @@ class QuotaStatus:
 
 
 class QuotaService:
-    """What a user may spend. Reservations themselves are made with the job (see core/jobs.py)."""
+    """What a member may spend: personal limit, else the highest of their roles', else the server's, else the
+    bot's default; plus one-off grants for the day. Reservations are made with the job (core/jobs.py)."""
 
-    def __init__(self, store: Store, *, daily_limit: int, clock: Clock = utc_now) -> None:
+    def __init__(self, store: Store, policy: PolicyService, *, daily_limit: int, clock: Clock = utc_now) -> None:
         self._store = store
+        self._policy = policy
         self._daily_limit = daily_limit
         self._clock = clock
 
     def window(self) -> QuotaWindow:
         return QuotaWindow.daily(self._clock())
 
-    async def limit_for(self, *, guild_id: int, user_id: int) -> int:
-        return self._daily_limit
+    async def limit_for(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaLimit:
+        granted = await self._store.granted_quota(guild_id=guild_id, user_id=user_id, window=self.window().key)
+        personal = await self._store.get_user_limit(guild_id, user_id)
+        if personal is not None:
+            return QuotaLimit(personal, "user", granted=granted)
+        policy = await self._policy.get(guild_id)
+        role_limits = [(limit, role) for role, limit in policy.role_limits.items() if role in role_ids]
+        if role_limits:
+            limit, role = max(role_limits)
+            return QuotaLimit(limit, "role", role_id=role, granted=granted)
+        if policy.daily_quota is not None:
+            return QuotaLimit(policy.daily_quota, "server", granted=granted)
+        return QuotaLimit(self._daily_limit, "default", granted=granted)
 
-    async def status(self, *, guild_id: int, user_id: int) -> QuotaStatus:
+    async def status(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaStatus:
         window = self.window()
         used = await self._store.used_quota(guild_id=guild_id, user_id=user_id, window=window.key)
-        limit = await self.limit_for(guild_id=guild_id, user_id=user_id)
-        return QuotaStatus(limit=limit, used=used, resets_at=window.resets_at)
+        limit = await self.limit_for(guild_id=guild_id, user_id=user_id, role_ids=role_ids)
+        return QuotaStatus(limit=limit.total, used=used, resets_at=window.resets_at, origin=limit)
 
-    async def check(self, *, guild_id: int, user_id: int) -> QuotaStatus:
+    async def check(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaStatus:
         """Raises QuotaExhausted when nothing is left; a cheap early answer, the reservation still decides."""
-        status = await self.status(guild_id=guild_id, user_id=user_id)
+        status = await self.status(guild_id=guild_id, user_id=user_id, role_ids=role_ids)
         if status.remaining == 0:
             raise exhausted(status.limit, status.resets_at)
         return status

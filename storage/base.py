@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-ACTIVE_STATES = ("queued", "running", "delivering")
+ACTIVE_STATES = ("pending", "queued", "running", "delivering")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
@@ -23,11 +23,14 @@ class JobRow:
     language: str
     state: str = "queued"
     error: str | None = None
+    note: str | None = None  # e.g. a moderator's reason for rejecting
     application_id: int | None = None
     interaction_token: str | None = None
     token_expires_at: str | None = None  # ISO 8601, UTC
     status_message_id: int | None = None
     result_message_id: int | None = None
+    approval_message_id: int | None = None
+    approval_expires_at: str | None = None  # ISO 8601, UTC; for 'pending' jobs
     upload_limit: int = 10 * 1024 * 1024
     created_at: str = ""
     updated_at: str = ""
@@ -35,6 +38,15 @@ class JobRow:
 
     def __repr__(self) -> str:  # the interaction token stays out of logs
         return f"JobRow(id={self.id!r}, command={self.command!r}, state={self.state!r}, user_id={self.user_id})"
+
+
+@dataclass(frozen=True)
+class BanRow:
+    guild_id: int
+    user_id: int
+    reason: str | None
+    banned_by: int
+    created_at: str
 
 
 class Store(Protocol):
@@ -54,7 +66,13 @@ class Store(Protocol):
         ...
 
     async def finish_job(
-        self, job_id: str, state: str, *, error: str | None = None, result_message_id: int | None = None
+        self,
+        job_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        result_message_id: int | None = None,
     ) -> bool:
         """Moves an active job to a final state and settles its quota (committed only for 'done').
 
@@ -83,6 +101,41 @@ class Store(Protocol):
     async def job_counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
         ...
+
+    async def expired_pending_jobs(self, now: str) -> list[JobRow]:
+        """Jobs waiting for a moderator whose approval_expires_at is before `now` (ISO 8601)."""
+        ...
+
+    # -- server policy --------------------------------------------------------------------------
+
+    async def get_guild_settings(self, guild_id: int) -> dict[str, Any] | None: ...
+
+    async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None: ...
+
+    async def get_user_limit(self, guild_id: int, user_id: int) -> int | None: ...
+
+    async def set_user_limit(self, guild_id: int, user_id: int, limit: int | None) -> None:
+        """Sets (or, with None, removes) a member's personal daily limit."""
+        ...
+
+    async def add_quota_grant(self, *, guild_id: int, user_id: int, window: str, amount: int, granted_by: int) -> None:
+        """One-off extra generations for the user in `window`."""
+        ...
+
+    async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int: ...
+
+    async def ban(self, *, guild_id: int, user_id: int, reason: str | None, banned_by: int) -> None: ...
+
+    async def unban(self, *, guild_id: int, user_id: int) -> bool: ...
+
+    async def get_ban(self, guild_id: int, user_id: int) -> BanRow | None: ...
+
+    async def forget_user(self, user_id: int, *, guild_id: int | None, keep_window: str) -> int:
+        """Deletes the user's finished jobs and their usage rows outside `keep_window` (in one guild, or all
+        with None); today's usage stays so the quota is still enforced. Returns how many jobs were deleted."""
+        ...
+
+    # -- metadata -------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None: ...
 

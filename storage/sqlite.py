@@ -14,7 +14,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.base import ACTIVE_STATES, FINAL_STATES, JobRow
+from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,73 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_user ON jobs (guild_id, user_id, created_at);
     CREATE INDEX jobs_by_state ON jobs (state);
+    """,
+    # v3: server policy, bans, per-user limits and grants; jobs may wait for a moderator ('pending'). SQLite
+    # changes a CHECK constraint by rebuilding the table.
+    """
+    CREATE TABLE jobs_v3 (
+        id                   TEXT PRIMARY KEY,
+        guild_id             INTEGER NOT NULL,
+        channel_id           INTEGER NOT NULL,
+        user_id              INTEGER NOT NULL,
+        command              TEXT NOT NULL,
+        params               TEXT NOT NULL,
+        language             TEXT NOT NULL,
+        state                TEXT NOT NULL
+            CHECK (state IN ('pending', 'queued', 'running', 'delivering', 'done', 'failed', 'cancelled')),
+        error                TEXT,
+        note                 TEXT,
+        application_id       INTEGER,
+        interaction_token    TEXT,
+        token_expires_at     TEXT,
+        status_message_id    INTEGER,
+        result_message_id    INTEGER,
+        approval_message_id  INTEGER,
+        approval_expires_at  TEXT,
+        upload_limit         INTEGER NOT NULL,
+        created_at           TEXT NOT NULL,
+        updated_at           TEXT NOT NULL,
+        finished_at          TEXT
+    );
+    INSERT INTO jobs_v3 (id, guild_id, channel_id, user_id, command, params, language, state, error,
+                         application_id, interaction_token, token_expires_at, status_message_id,
+                         result_message_id, upload_limit, created_at, updated_at, finished_at)
+        SELECT id, guild_id, channel_id, user_id, command, params, language, state, error,
+               application_id, interaction_token, token_expires_at, status_message_id,
+               result_message_id, upload_limit, created_at, updated_at, finished_at FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v3 RENAME TO jobs;
+    CREATE INDEX jobs_by_user ON jobs (guild_id, user_id, created_at);
+    CREATE INDEX jobs_by_state ON jobs (state);
+    CREATE TABLE guild_settings (
+        guild_id    INTEGER PRIMARY KEY,
+        settings    TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE user_limits (
+        guild_id     INTEGER NOT NULL,
+        user_id      INTEGER NOT NULL,
+        daily_limit  INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE quota_grants (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        period      TEXT NOT NULL,
+        amount      INTEGER NOT NULL,
+        granted_by  INTEGER NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX quota_grants_user ON quota_grants (guild_id, user_id, period);
+    CREATE TABLE bans (
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        reason      TEXT,
+        banned_by   INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
     """,
 )
 
@@ -170,7 +237,13 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
     async def finish_job(
-        self, job_id: str, state: str, *, error: str | None = None, result_message_id: int | None = None
+        self,
+        job_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        note: str | None = None,
+        result_message_id: int | None = None,
     ) -> bool:
         if state not in FINAL_STATES:
             raise ValueError(f"{state!r} is not a final state")
@@ -179,11 +252,12 @@ class SQLiteStore:
         async with self._transaction() as db:
             cursor = await db.execute(
                 f"""
-                UPDATE jobs SET state = ?, error = ?, result_message_id = COALESCE(?, result_message_id),
+                UPDATE jobs SET state = ?, error = ?, note = COALESCE(?, note),
+                                result_message_id = COALESCE(?, result_message_id),
                                 interaction_token = NULL, updated_at = ?, finished_at = ?
                 WHERE id = ? AND state IN ({active})
                 """,
-                (state, error, result_message_id, now, now, job_id),
+                (str(state), error, note, result_message_id, now, now, job_id),
             )
             if cursor.rowcount != 1:
                 return False
@@ -236,6 +310,99 @@ class SQLiteStore:
             async for state, count in cursor:
                 counts[state] = count
         return counts
+
+    async def expired_pending_jobs(self, now: str) -> list[JobRow]:
+        query = (
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+            " WHERE state = 'pending' AND approval_expires_at IS NOT NULL AND approval_expires_at < ?"
+            " ORDER BY created_at"
+        )
+        async with self._db.execute(query, (now,)) as cursor:
+            return [_row_to_job(row) async for row in cursor]
+
+    # -- server policy --------------------------------------------------------------------------
+
+    async def get_guild_settings(self, guild_id: int) -> dict[str, Any] | None:
+        async with self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
+            row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO guild_settings (guild_id, settings, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+                (guild_id, json.dumps(settings, sort_keys=True), _now()),
+            )
+
+    async def get_user_limit(self, guild_id: int, user_id: int) -> int | None:
+        query = "SELECT daily_limit FROM user_limits WHERE guild_id = ? AND user_id = ?"
+        async with self._db.execute(query, (guild_id, user_id)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else None
+
+    async def set_user_limit(self, guild_id: int, user_id: int, limit: int | None) -> None:
+        async with self._transaction() as db:
+            if limit is None:
+                await db.execute("DELETE FROM user_limits WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            else:
+                await db.execute(
+                    "INSERT INTO user_limits (guild_id, user_id, daily_limit) VALUES (?, ?, ?)"
+                    " ON CONFLICT (guild_id, user_id) DO UPDATE SET daily_limit = excluded.daily_limit",
+                    (guild_id, user_id, limit),
+                )
+
+    async def add_quota_grant(self, *, guild_id: int, user_id: int, window: str, amount: int, granted_by: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO quota_grants (guild_id, user_id, period, amount, granted_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (guild_id, user_id, window, amount, granted_by, _now()),
+            )
+
+    async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
+        query = "SELECT COALESCE(SUM(amount), 0) FROM quota_grants WHERE guild_id = ? AND user_id = ? AND period = ?"
+        async with self._db.execute(query, (guild_id, user_id, window)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def ban(self, *, guild_id: int, user_id: int, reason: str | None, banned_by: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO bans (guild_id, user_id, reason, banned_by, created_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason,"
+                " banned_by = excluded.banned_by, created_at = excluded.created_at",
+                (guild_id, user_id, reason, banned_by, _now()),
+            )
+
+    async def unban(self, *, guild_id: int, user_id: int) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            return cursor.rowcount == 1
+
+    async def get_ban(self, guild_id: int, user_id: int) -> BanRow | None:
+        query = "SELECT guild_id, user_id, reason, banned_by, created_at FROM bans WHERE guild_id = ? AND user_id = ?"
+        async with self._db.execute(query, (guild_id, user_id)) as cursor:
+            row = await cursor.fetchone()
+        return BanRow(*row) if row else None
+
+    async def forget_user(self, user_id: int, *, guild_id: int | None, keep_window: str) -> int:
+        scope, arguments = (
+            ("user_id = ?", [user_id])
+            if guild_id is None
+            else (
+                "user_id = ? AND guild_id = ?",
+                [user_id, guild_id],
+            )
+        )
+        final = ", ".join(f"'{name}'" for name in FINAL_STATES)
+        async with self._transaction() as db:
+            await db.execute(
+                f"DELETE FROM quota_ledger WHERE {scope} AND period != ? AND state != 'reserved'",
+                [*arguments, keep_window],
+            )
+            cursor = await db.execute(f"DELETE FROM jobs WHERE {scope} AND state IN ({final})", arguments)
+            return cursor.rowcount
 
     # -- metadata -------------------------------------------------------------------------------
 

@@ -1,3 +1,8 @@
 """Shared test set-up: the fake Discord fixture fails any test whose bot sent a body Discord would reject."""
 
+import logging
+
 pytest_plugins = ["tests.fakes.discord.pytest_plugin"]
+
+# Every SQL statement at DEBUG drowns the output of a failing test.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)

@@ -55,7 +55,7 @@ def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
 async def test_dev_guild_gets_the_commands_and_nothing_is_global(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env_for=lambda fake: {"DEV_GUILD_ID": str(fake.guild.id)}) as harness:
         names = {command["name"] for command in harness.discord.synced_commands(harness.discord.guild)}
-        assert names == {"draw", "character", "quota", "history"}
+        assert names == {"draw", "character", "quota", "history", "settings", "forget-me"}
         assert harness.discord.synced_commands() == []
         message = await outcome(await harness.draw())
         assert message.attachments

@@ -20,6 +20,7 @@ from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
 from core.jobs import DeliveryError, Job, JobLimits, JobRequest, JobService, JobState, ReplyTarget
 from core.params import CharacterParams, Command, DrawParams
+from core.policy import PolicyService
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse, make_png
@@ -39,6 +40,9 @@ class RecordedEvents:
     fail_delivery: bool = False
     posted: dict[str, int] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    approval_requests: list[Job] = field(default_factory=list)
+    decisions: list[tuple[str, str, int | None]] = field(default_factory=list)
+    no_mod_channel: bool = False
 
     def progress(self, job: Job, position: int | None) -> None:
         self.progress_log.append((job.id, position))
@@ -56,6 +60,13 @@ class RecordedEvents:
 
     async def posted_result(self, job: Job) -> int | None:
         return self.posted.get(job.id)
+
+    async def awaiting_approval(self, job: Job) -> int | None:
+        self.approval_requests.append(job)
+        return None if self.no_mod_channel else 4000 + len(self.approval_requests)
+
+    async def approval_decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
+        self.decisions.append((job.id, decision, moderator_id))
 
     def errors(self) -> list[str | None]:
         return [job.error for job in self.told]
@@ -90,7 +101,7 @@ def make_service(api: FakeDoubao, store: Store, session: aiohttp.ClientSession) 
         )
         return JobService(
             store=store,
-            quota=QuotaService(store, daily_limit=daily_limit),
+            quota=QuotaService(store, PolicyService(store), daily_limit=daily_limit),
             client=client,
             session=session,
             extras=ApiExtras(),

@@ -79,7 +79,7 @@ async def test_character_sends_the_reference_and_posts_the_image(harness: BotHar
 
 async def test_synced_commands_carry_discords_own_constraints(harness: BotHarness) -> None:
     commands = {command["name"]: command for command in harness.discord.synced_commands()}
-    assert set(commands) == {"draw", "character", "quota", "history"}
+    assert set(commands) == {"draw", "character", "quota", "history", "settings", "forget-me"}
     draw = {option["name"]: option for option in commands["draw"]["options"]}
     assert draw["prompt"]["max_length"] == 800 and draw["prompt"]["required"]
     assert [choice["value"] for choice in draw["size"]["choices"]] == [

@@ -133,7 +133,15 @@ async def test_sigterm_lets_running_jobs_finish_and_refunds_the_queue(tmp_path: 
         assert "restarting" in told.content
         totals, counts = await ledger(bot)
         assert totals == {"reserved": 0, "committed": 1, "refunded": 1}
-        assert counts == {"queued": 0, "running": 0, "delivering": 0, "done": 1, "failed": 1, "cancelled": 0}
+        assert counts == {
+            "pending": 0,
+            "queued": 0,
+            "running": 0,
+            "delivering": 0,
+            "done": 1,
+            "failed": 1,
+            "cancelled": 0,
+        }
 
 
 async def test_sigterm_past_the_grace_period_refunds_running_jobs(tmp_path: Path) -> None:

@@ -145,6 +145,7 @@ async def test_finishing_settles_once_and_forgets_the_token(store) -> None:
     assert (stored.state, stored.result_message_id, stored.interaction_token) == ("done", 42, None)
     assert stored.finished_at
     assert await store.job_counts() == {
+        "pending": 0,
         "queued": 0,
         "running": 0,
         "delivering": 0,
@@ -193,3 +194,23 @@ async def test_meta_upsert(store) -> None:
     await store.set_meta("key", "one")
     await store.set_meta("key", "two")
     assert await store.get_meta("key") == "two"
+
+
+async def test_migrating_from_v2_keeps_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 2")
+        db.execute(
+            "INSERT INTO jobs (id, guild_id, channel_id, user_id, command, params, language, state, upload_limit,"
+            " created_at, updated_at) VALUES ('old', 1, 2, 3, 'draw', '{\"prompt\": \"p\"}', 'en', 'done', 10,"
+            " '2026-11-20T00:00:00+00:00', '2026-11-20T00:00:00+00:00')"
+        )
+    store = await SQLiteStore.open(path)
+    try:
+        old = await store.get_job("old")
+        assert old is not None and (old.state, old.params, old.note) == ("done", {"prompt": "p"}, None)
+        assert await store.update_job("old", state="pending")
+    finally:
+        await store.close()
