@@ -18,7 +18,7 @@ from core.config import ApiExtras
 from core.doubao import DoubaoClient
 from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
-from core.jobs import DeliveryError, Job, JobLimits, JobRequest, JobService, JobState, ReplyTarget
+from core.jobs import DeliveryError, Job, JobLimits, JobRequest, JobService, JobState, ReplyTarget, rerolled
 from core.params import CharacterParams, Command, DrawParams
 from core.policy import PolicyService
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
@@ -406,3 +406,104 @@ async def test_key_never_logged(service, api, caplog) -> None:
     await run_one(service)
     await run_one(service)
     assert caplog.text and API_KEY not in caplog.text
+
+
+def needing_approval(prompt: str = "a cat", user: int = USER, minutes: float = 60) -> JobRequest:
+    return JobRequest(
+        Command.DRAW,
+        DrawParams(prompt=prompt),
+        GUILD,
+        CHANNEL,
+        user,
+        "en",
+        live_reply(),
+        needs_approval=True,
+        approval_timeout=timedelta(minutes=minutes),
+    )
+
+
+async def test_approved_job_runs(service, api, store, events) -> None:
+    job = await service.submit(needing_approval())
+    assert job.state is JobState.PENDING and job.approval_message_id == 4001
+    assert api.requests == [] and (await store.ledger_totals())["reserved"] == 1
+    approved = await service.approve(job.id, moderator_id=7)
+    assert approved is not None
+    assert await service.approve(job.id, moderator_id=7) is None
+    await service.wait_idle()
+    assert len(events.delivered) == 1 and events.decisions == [(job.id, "approved", 7)]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
+
+
+async def test_rejected_job_is_refunded_with_the_reason(service, api, store, events) -> None:
+    job = await service.submit(needing_approval())
+    rejected = await service.reject(job.id, moderator_id=7, reason="not here")
+    assert rejected is not None
+    assert await service.reject(job.id, moderator_id=7, reason="again") is None
+    assert [(told.error, told.note) for told in events.told] == [("approval.rejected", "not here")]
+    assert events.decisions == [(job.id, "rejected", 7)]
+    assert api.requests == []
+    row = await store.get_job(job.id)
+    assert row is not None and (row.state, row.note) == ("failed", "not here")
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+async def test_pending_jobs_expire_with_a_refund(service, store, events) -> None:
+    stale = await service.submit(needing_approval(minutes=-1))
+    fresh = await service.submit(needing_approval(user=USER + 1))
+    assert await service.expire_pending() == 1
+    assert [told.id for told in events.told] == [stale.id] and events.told[0].error == "approval.expired"
+    assert (await store.get_job(fresh.id)).state == "pending"
+    assert await service.expire_pending() == 0
+
+
+async def test_no_mod_channel_refunds_at_once(service, store, events) -> None:
+    events.no_mod_channel = True
+    await service.submit(needing_approval())
+    assert events.errors() == ["error.approval_unavailable"]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+async def test_pending_jobs_count_against_the_per_user_cap(service) -> None:
+    await service.submit(needing_approval())
+    await service.submit(needing_approval())
+    with pytest.raises(UserFacingError) as caught:
+        await service.submit(draw())
+    assert caught.value.key == "error.too_many_jobs"
+
+
+async def test_pending_job_survives_a_restart_and_can_be_approved(make_service, store) -> None:
+    first_events, second_events = RecordedEvents(), RecordedEvents()
+    first = make_service()
+    await first.start(first_events)
+    job = await first.submit(needing_approval())
+    await first.shutdown()
+    assert first_events.told == [] and (await store.get_job(job.id)).state == "pending"
+    second = make_service()
+    await second.start(second_events)
+    assert await second.approve(job.id, moderator_id=7) is not None
+    await second.wait_idle()
+    assert len(second_events.delivered) == 1
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
+    await second.shutdown()
+
+
+async def test_character_reference_is_forgotten_after_the_job(service, store) -> None:
+    params = CharacterParams(prompt="p", reference_url="https://cdn/face.png")
+    job = await run_one(service, JobRequest(Command.CHARACTER, params, GUILD, CHANNEL, USER, "en", live_reply()))
+    row = await store.get_job(job.id)
+    assert row is not None and row.params["reference_url"] == ""
+    loaded = await service.load(job.id)
+    with pytest.raises(UserFacingError) as caught:
+        rerolled(loaded)
+    assert caught.value.key == "error.reference_not_kept"
+
+
+async def test_forget_user_keeps_todays_usage(service, store) -> None:
+    for _ in range(2):
+        await run_one(service)
+    await run_one(service, draw(user=USER + 1))
+    assert await service.forget_user(USER, guild_id=None) == 2
+    assert await service.recent(guild_id=GUILD, user_id=USER) == []
+    assert len(await service.recent(guild_id=GUILD, user_id=USER + 1)) == 1
+    window = QuotaWindow.daily(datetime.now(UTC)).key
+    assert await store.used_quota(guild_id=GUILD, user_id=USER, window=window) == 2

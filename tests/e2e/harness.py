@@ -119,7 +119,7 @@ async def running_harness(
         discord.assert_no_violations()
 
 
-STATUS_PREFIXES = ("⏳", "🎨")
+STATUS_PREFIXES = ("⏳", "🎨", "🛡️")
 
 
 def is_status(message: FakeMessage) -> bool:

@@ -27,6 +27,8 @@ class CommandStore:
         self._application_id = application_id
         self._scopes: dict[int | None, list[dict[str, Any]]] = {}
         self._known_ids: dict[tuple[int | None, int, str], int] = {}
+        # Commands a server admin opened to everyone (Server Settings > Integrations), per guild.
+        self.opened: set[tuple[int, str]] = set()
 
     def list(self, guild_id: int | None) -> list[dict[str, Any]]:
         return list(self._scopes.get(guild_id, []))
@@ -188,7 +190,8 @@ def build_invocation(
     command = store.find(words[0], None if guild is None else guild.id)
     if command is None:
         raise AssertionError(f"command /{words[0]} was not synced ({store.describe()})")
-    _check_available(command, guild, world.permissions_in(user, channel))
+    opened = guild is not None and (guild.id, command["name"]) in store.opened
+    _check_available(command, guild, world.permissions_in(user, channel), opened=opened)
     resolved: dict[str, dict[str, Any]] = {}
     builder = _OptionBuilder(world, channel, user, resolved)
     definitions = command.get("options") or []
@@ -215,7 +218,9 @@ def build_invocation(
     return CommandInvocation(command=command, data=data, qualified_name=" ".join(words))
 
 
-def _check_available(command: dict[str, Any], guild: FakeGuild | None, permissions: int) -> None:
+def _check_available(
+    command: dict[str, Any], guild: FakeGuild | None, permissions: int, *, opened: bool = False
+) -> None:
     """Discord's client only offers a command where its contexts and default permissions allow."""
     contexts = command.get("contexts")
     if guild is None:
@@ -226,7 +231,12 @@ def _check_available(command: dict[str, Any], guild: FakeGuild | None, permissio
     if contexts is not None and 0 not in contexts:
         raise AssertionError(f"/{command['name']} is not available in guilds (contexts={contexts})")
     needed = command.get("default_member_permissions")
-    if needed is not None and permissions & int(needed) != int(needed) and not permissions & ADMINISTRATOR:
+    if (
+        needed is not None
+        and not opened
+        and permissions & int(needed) != int(needed)
+        and not permissions & ADMINISTRATOR
+    ):
         raise AssertionError(
             f"/{command['name']} needs default_member_permissions={needed}; the user has {permissions}"
         )

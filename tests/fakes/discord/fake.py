@@ -562,6 +562,11 @@ class FakeDiscord:
     def message(self, message_id: int) -> FakeMessage:
         return self.world.messages[message_id]
 
+    def open_command(self, name: str, guild: FakeGuild | None = None) -> None:
+        """Let everyone in ``guild`` use ``/name`` whatever its default permissions, as a server admin can in
+        Server Settings > Integrations (the bot must still check permissions itself)."""
+        self.commands.opened.add(((guild or self.guild).id, name))
+
     def rate_limit_next(
         self, route: RoutePattern, retry_after: float = 0.05, global_: bool = False, *, times: int = 1
     ) -> None:
