@@ -17,6 +17,7 @@ from dotenv import load_dotenv
 
 from cogs._job_events import DiscordJobEvents
 from cogs._modlog import ModLog
+from cogs._translator import CatalogueTranslator
 from cogs._tree import BotTree
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
@@ -51,6 +52,7 @@ class DoubaoBot(commands.Bot):
         self.modlog = ModLog(self)
 
     async def setup_hook(self) -> None:
+        await self.tree.set_translator(CatalogueTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.jobs.start(DiscordJobEvents(self, self.modlog, edit_interval=self.settings.status_edit_interval))
@@ -61,7 +63,12 @@ class DoubaoBot(commands.Bot):
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        translator = self.tree.translator
+        assert translator is not None
+        payload = [
+            await command.get_translated_payload(self.tree, translator)
+            for command in self.tree.get_commands(guild=guild)
+        ]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
         if await self.store.get_meta(key) == digest:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs._render import details_embed
-from cogs._replies import language_of, text
+from cogs._replies import language_of, remember_server_language, text
 from cogs._submit import start_job
 from cogs._tree import explain_error
 from core.errors import UserFacingError
@@ -57,6 +57,7 @@ class JobButton(
 
     async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
         try:
+            await remember_server_language(interaction)
             job = await interaction.client.jobs.load(self.job_id)
             if job is None:
                 raise UserFacingError("error.job_not_found")
@@ -155,6 +156,7 @@ class ApprovalButton(
 
     async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
         try:
+            interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
             if not interaction.permissions.manage_messages:
                 raise UserFacingError("error.not_a_moderator")
             if self.action == "reject":
@@ -190,6 +192,7 @@ class RejectModal(discord.ui.Modal):
         self.add_item(self.reason)
 
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+        interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
         reason = self.reason.value.strip() or None
         rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)
         await interaction.response.send_message(
@@ -219,6 +222,7 @@ class PromptModal(discord.ui.Modal):
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+        await remember_server_language(interaction)
         prompt = clean_prompt(self.prompt.value)
         if self.reference_url is None:
             await start_job(interaction, self.job.command, replace(self.job.params, prompt=prompt))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from core.i18n import language_for, t
+
+if TYPE_CHECKING:
+    from bot import DoubaoBot
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +22,23 @@ INVALID_WEBHOOK_TOKEN = 50027
 
 
 def language_of(interaction: discord.Interaction) -> str:
+    """The user's Discord language, else the server's configured one, else the server's locale, else English.
+
+    A handler may fix the language for a whole interaction in `interaction.extras["language"]` (the settings
+    commands answer in the server's language).
+    """
+    forced = interaction.extras.get("language")
+    if forced:
+        return forced
     guild_locale = interaction.guild_locale.value if interaction.guild_locale else None
-    return language_for(interaction.locale.value, guild_locale)
+    return language_for(interaction.locale.value, interaction.extras.get("server_language"), guild_locale)
+
+
+async def remember_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
+    """Reads the server's configured language once per interaction, for `language_of`."""
+    if interaction.guild_id is not None and "server_language" not in interaction.extras:
+        policy = await interaction.client.policy.get(interaction.guild_id)
+        interaction.extras["server_language"] = policy.language
 
 
 def text(interaction: discord.Interaction, key: str, **params: Any) -> str:

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 
 from cogs._guards import Forbidden
-from cogs._replies import reply, text
+from cogs._replies import remember_server_language, reply, text
 from core.errors import UserFacingError
 
 log = logging.getLogger(__name__)
@@ -34,5 +34,9 @@ async def explain_error(interaction: discord.Interaction, error: BaseException) 
 
 
 class BotTree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        await remember_server_language(interaction)
+        return True
+
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         await explain_error(interaction, error)

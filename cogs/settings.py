@@ -50,7 +50,11 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        return require_manage_guild(interaction)
+        require_manage_guild(interaction)
+        # Admin texts are in the server's language, like the mod log they are recorded in.
+        assert interaction.guild_id is not None
+        interaction.extras["language"] = await self.bot.modlog.server_language(interaction.guild_id)
+        return True
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> GuildPolicy:
         assert interaction.guild_id is not None
@@ -111,6 +115,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
 
     @app_commands.command(name="language", description="The language of the mod log and of server-wide texts")
     @app_commands.choices(language=LANGUAGE_CHOICES)
+    @app_commands.describe(language="auto follows the server's Discord language")
     async def language(self, interaction: discord.Interaction, language: str) -> None:
         await self._update(interaction, language=None if language == "auto" else language)
         await self._done(interaction, "settings.language_set", language=language)
@@ -118,6 +123,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     # -- channels -------------------------------------------------------------------------------
 
     @channels.command(name="add", description="Allow generation in a channel (then only listed channels allow it)")
+    @app_commands.describe(channel="The channel to allow")
     async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         assert interaction.guild_id is not None
         policy = await self.bot.policy.get(interaction.guild_id)
@@ -126,6 +132,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.channel_added", channel=channel.mention)
 
     @channels.command(name="remove", description="Stop allowing generation in a listed channel")
+    @app_commands.describe(channel="The channel to remove")
     async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         assert interaction.guild_id is not None
         policy = await self.bot.policy.get(interaction.guild_id)
@@ -141,11 +148,13 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     # -- quotas ---------------------------------------------------------------------------------
 
     @quota.command(name="default", description="The server's daily generations per member")
+    @app_commands.describe(limit="Generations per member per day (0: none)")
     async def quota_default(self, interaction: discord.Interaction, limit: Limit) -> None:
         await self._update(interaction, daily_quota=limit)
         await self._done(interaction, "settings.quota_default", limit=limit)
 
     @quota.command(name="role", description="A daily limit for a role (members get their highest); omit to remove")
+    @app_commands.describe(role="The role", limit="Generations per day for members with this role")
     async def quota_role(
         self, interaction: discord.Interaction, role: discord.Role, limit: Limit | None = None
     ) -> None:
@@ -162,6 +171,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             await self._done(interaction, "settings.quota_role", role=role.mention, limit=limit)
 
     @quota.command(name="user", description="A personal daily limit for a member; omit to remove")
+    @app_commands.describe(user="The member", limit="Generations per day for this member")
     async def quota_user(
         self, interaction: discord.Interaction, user: discord.User, limit: Limit | None = None
     ) -> None:
@@ -173,6 +183,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             await self._done(interaction, "settings.quota_user", user=user.mention, limit=limit)
 
     @quota.command(name="grant", description="Give a member extra generations for today")
+    @app_commands.describe(user="The member", amount="Extra generations for today")
     async def quota_grant(
         self, interaction: discord.Interaction, user: discord.User, amount: Range[int, 1, MAX_LIMIT]
     ) -> None:
@@ -187,6 +198,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.quota_granted", user=user.mention, amount=amount)
 
     @quota.command(name="reset", description="Give a member back what they used today")
+    @app_commands.describe(user="The member")
     async def quota_reset(self, interaction: discord.Interaction, user: discord.User) -> None:
         assert interaction.guild_id is not None
         # A grant equal to today's use: the ledger keeps every charge, the member starts the day afresh.
@@ -202,6 +214,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.quota_reset", user=user.mention, amount=status.used)
 
     @quota.command(name="show", description="A member's limit today, where it comes from, and what is left")
+    @app_commands.describe(user="The member")
     async def quota_show(self, interaction: discord.Interaction, user: discord.Member) -> None:
         assert interaction.guild_id is not None
         roles = frozenset(role.id for role in user.roles)
@@ -209,6 +222,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await reply(interaction, quota_text(interaction, status, "quota.status_of", who=user.mention))
 
     @quota.command(name="cooldown", description="Seconds a member must wait between requests (0: none)")
+    @app_commands.describe(seconds="Seconds between two requests of one member")
     async def quota_cooldown(self, interaction: discord.Interaction, seconds: Range[int, 0, 86400]) -> None:
         await self._update(interaction, cooldown_seconds=seconds)
         await self._done(interaction, "settings.cooldown", seconds=seconds)
@@ -216,16 +230,19 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     # -- features -------------------------------------------------------------------------------
 
     @features.command(name="character", description="Allow /character (it takes photos of people)")
+    @app_commands.describe(enabled="On or off")
     async def features_character(self, interaction: discord.Interaction, enabled: bool) -> None:
         await self._update(interaction, character_enabled=enabled)
         await self._done(interaction, "settings.character", state=on_off(interaction, enabled))
 
     @features.command(name="upscale", description="Allow upscaling (it costs more)")
+    @app_commands.describe(enabled="On or off")
     async def features_upscale(self, interaction: discord.Interaction, enabled: bool) -> None:
         await self._update(interaction, upscale_enabled=enabled)
         await self._done(interaction, "settings.upscale", state=on_off(interaction, enabled))
 
     @features.command(name="max-steps", description="The most sampling steps members may ask for")
+    @app_commands.describe(steps="Most sampling steps (1-50)")
     async def features_max_steps(
         self, interaction: discord.Interaction, steps: Range[int, STEPS_RANGE[0], STEPS_RANGE[1]]
     ) -> None:
@@ -233,6 +250,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.max_steps", steps=steps)
 
     @features.command(name="max-size", description="The longest side of an image in pixels (sizes are scaled down)")
+    @app_commands.describe(pixels="Longest side in pixels (256-768)")
     async def features_max_size(
         self, interaction: discord.Interaction, pixels: Range[int, SIDE_RANGE[0], SIDE_RANGE[1]]
     ) -> None:
@@ -242,6 +260,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @features.command(name="watermark", description="The visible watermark on this server's images")
     @app_commands.choices(position=POSITION_CHOICES)
     @app_commands.rename(text_="text")
+    @app_commands.describe(
+        enabled="On or off", text_="Watermark text (up to 50 characters)", position="Corner of the image"
+    )
     async def features_watermark(
         self,
         interaction: discord.Interaction,
@@ -256,6 +277,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     # -- blocklist ------------------------------------------------------------------------------
 
     @blocklist.command(name="add", description="Refuse prompts with this word, phrase or regular expression")
+    @app_commands.describe(
+        pattern="A word, a phrase or a regular expression", regex="Treat the pattern as a regular expression"
+    )
     async def blocklist_add(
         self, interaction: discord.Interaction, pattern: Range[str, 1, 200], regex: bool = False
     ) -> None:
@@ -270,6 +294,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.blocklist_added", pattern=entry.pattern)
 
     @blocklist.command(name="remove", description="Remove a word or pattern from the blocklist")
+    @app_commands.describe(
+        pattern="The word, phrase or regular expression to remove", regex="It is a regular expression"
+    )
     async def blocklist_remove(
         self, interaction: discord.Interaction, pattern: Range[str, 1, 200], regex: bool = False
     ) -> None:
@@ -288,12 +315,14 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def blocklist_list(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         policy = await self.bot.policy.get(interaction.guild_id)
-        entries = [f"`{e.pattern}`" + (" (regex)" if e.is_regex else "") for e in policy.blocklist]
+        marker = text(interaction, "settings.regex_marker")
+        entries = [f"`{e.pattern}`" + (f" ({marker})" if e.is_regex else "") for e in policy.blocklist]
         builtin = on_off(interaction, policy.builtin_blocklist)
         summary = text(interaction, "settings.blocklist_list", builtin=builtin, count=len(BUILTIN_TERMS))
         await reply(interaction, trim(summary + "\n" + ("\n".join(entries) or "-"), 2000))
 
     @blocklist.command(name="builtin", description="Use the small built-in list of refused words")
+    @app_commands.describe(enabled="On or off")
     async def blocklist_builtin(self, interaction: discord.Interaction, enabled: bool) -> None:
         await self._update(interaction, builtin_blocklist=enabled)
         await self._done(interaction, "settings.blocklist_builtin", state=on_off(interaction, enabled))
@@ -301,6 +330,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     # -- moderation -----------------------------------------------------------------------------
 
     @moderation.command(name="ban", description="Stop a member from generating in this server")
+    @app_commands.describe(user="The member", reason="Why (shown in the mod log)")
     async def ban(
         self, interaction: discord.Interaction, user: discord.User, reason: Range[str, 0, 300] | None = None
     ) -> None:
@@ -311,6 +341,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.banned", user=user.mention, reason=reason or "-")
 
     @moderation.command(name="unban", description="Let a banned member generate again")
+    @app_commands.describe(user="The member")
     async def unban(self, interaction: discord.Interaction, user: discord.User) -> None:
         assert interaction.guild_id is not None
         if not await self.bot.store.unban(guild_id=interaction.guild_id, user_id=user.id):
@@ -318,6 +349,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.unbanned", user=user.mention)
 
     @moderation.command(name="log-channel", description="Where every job, refusal and change is logged (omit: off)")
+    @app_commands.describe(channel="The mod-log channel; leave out to turn the mod log off")
     async def log_channel(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None) -> None:
         assert interaction.guild_id is not None
         policy = await self.bot.policy.get(interaction.guild_id)
@@ -328,6 +360,10 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
 
     @moderation.command(name="approval", description="Which requests wait for a moderator's approval")
     @app_commands.choices(mode=APPROVAL_CHOICES)
+    @app_commands.describe(
+        mode="off, all, or untrusted (members without a trusted role)",
+        timeout_minutes="Minutes before a waiting request expires and is refunded",
+    )
     async def approval(
         self, interaction: discord.Interaction, mode: str, timeout_minutes: Range[int, 1, 1440] | None = None
     ) -> None:
@@ -341,6 +377,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.approval", mode=chosen.value, minutes=minutes)
 
     @moderation.command(name="trust", description="Members with this role skip approval in 'untrusted' mode")
+    @app_commands.describe(role="The role whose members skip approval")
     async def trust(self, interaction: discord.Interaction, role: discord.Role) -> None:
         assert interaction.guild_id is not None
         policy = await self.bot.policy.get(interaction.guild_id)
@@ -349,6 +386,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.trusted", role=role.mention)
 
     @moderation.command(name="untrust", description="Remove a trusted role")
+    @app_commands.describe(role="The role")
     async def untrust(self, interaction: discord.Interaction, role: discord.Role) -> None:
         assert interaction.guild_id is not None
         policy = await self.bot.policy.get(interaction.guild_id)
@@ -356,6 +394,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         await self._done(interaction, "settings.untrusted", role=role.mention)
 
     @moderation.command(name="forget", description="Delete a member's generation history (e.g. one who left)")
+    @app_commands.describe(user_id="The member's user id (it works for members who left)")
     async def forget(self, interaction: discord.Interaction, user_id: Range[str, 1, 20]) -> None:
         assert interaction.guild_id is not None
         if not user_id.isdigit():
