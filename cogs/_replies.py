@@ -41,7 +41,7 @@ async def remember_server_language(interaction: discord.Interaction[DoubaoBot]) 
         interaction.extras["server_language"] = policy.language
 
 
-def text(interaction: discord.Interaction, key: str, **params: Any) -> str:
+def text(interaction: discord.Interaction, key: str, /, **params: Any) -> str:
     """The catalogue text for this user, with datetimes shown as Discord timestamps."""
     shown = {name: _display(value) for name, value in params.items()}
     return t(language_of(interaction), key, **shown)

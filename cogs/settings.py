@@ -117,7 +117,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @app_commands.choices(language=LANGUAGE_CHOICES)
     @app_commands.describe(language="auto follows the server's Discord language")
     async def language(self, interaction: discord.Interaction, language: str) -> None:
+        assert interaction.guild_id is not None
         await self._update(interaction, language=None if language == "auto" else language)
+        interaction.extras["language"] = await self.bot.modlog.server_language(interaction.guild_id)
         await self._done(interaction, "settings.language_set", language=language)
 
     # -- channels -------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def placeholders(text: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(text) if field}
 
 
-def t(language: str, key: str, **params: Any) -> str:
+def t(language: str, key: str, /, **params: Any) -> str:
     """The text for `key` in `language` (falling back to English), with its named placeholders filled."""
     text = catalogue(language).get(key) or catalogue(DEFAULT_LANGUAGE).get(key)
     if text is None:
