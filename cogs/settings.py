@@ -20,7 +20,7 @@ from core.config import WATERMARK_POSITIONS, Watermark
 from core.errors import InvalidInput
 from core.i18n import LANGUAGES, t
 from core.params import SIDE_RANGE, STEPS_RANGE
-from core.policy import ApprovalMode, GuildPolicy
+from core.policy import ApprovalMode, GuildPolicy, adding, removing
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
@@ -127,19 +127,13 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @channels.command(name="add", description="Allow generation in a channel (then only listed channels allow it)")
     @app_commands.describe(channel="The channel to allow")
     async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        assert interaction.guild_id is not None
-        policy = await self.bot.policy.get(interaction.guild_id)
-        if channel.id not in policy.allowed_channels:
-            await self._update(interaction, allowed_channels=(*policy.allowed_channels, channel.id))
+        await self._update(interaction, allowed_channels=adding(channel.id))
         await self._done(interaction, "settings.channel_added", channel=channel.mention)
 
     @channels.command(name="remove", description="Stop allowing generation in a listed channel")
     @app_commands.describe(channel="The channel to remove")
     async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        assert interaction.guild_id is not None
-        policy = await self.bot.policy.get(interaction.guild_id)
-        remaining = tuple(c for c in policy.allowed_channels if c != channel.id)
-        await self._update(interaction, allowed_channels=remaining)
+        await self._update(interaction, allowed_channels=removing(channel.id))
         await self._done(interaction, "settings.channel_removed", channel=channel.mention)
 
     @channels.command(name="clear", description="Allow generation in every channel again")
@@ -160,13 +154,11 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def quota_role(
         self, interaction: discord.Interaction, role: discord.Role, limit: Limit | None = None
     ) -> None:
-        assert interaction.guild_id is not None
-        limits = dict((await self.bot.policy.get(interaction.guild_id)).role_limits)
-        if limit is None:
-            limits.pop(role.id, None)
-        else:
-            limits[role.id] = limit
-        await self._update(interaction, role_limits=limits)
+        def edit(limits: dict[int, int]) -> dict[int, int]:
+            others = {other: value for other, value in limits.items() if other != role.id}
+            return others if limit is None else others | {role.id: limit}
+
+        await self._update(interaction, role_limits=edit)
         if limit is None:
             await self._done(interaction, "settings.quota_role_removed", role=role.mention)
         else:
@@ -290,9 +282,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
             entry = validate(BlockEntry(pattern, is_regex=regex))
         except InvalidPattern as error:
             raise InvalidInput("error.bad_pattern", problem=str(error)) from None
-        policy = await self.bot.policy.get(interaction.guild_id)
-        if entry not in policy.blocklist:
-            await self._update(interaction, blocklist=(*policy.blocklist, entry))
+        await self._update(interaction, blocklist=adding(entry))
         await self._done(interaction, "settings.blocklist_added", pattern=entry.pattern)
 
     @blocklist.command(name="remove", description="Remove a word or pattern from the blocklist")
@@ -310,7 +300,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         policy = await self.bot.policy.get(interaction.guild_id)
         if entry not in policy.blocklist:
             raise InvalidInput("error.pattern_not_listed", pattern=entry.pattern)
-        await self._update(interaction, blocklist=tuple(e for e in policy.blocklist if e != entry))
+        await self._update(interaction, blocklist=removing(entry))
         await self._done(interaction, "settings.blocklist_removed", pattern=entry.pattern)
 
     @blocklist.command(name="list", description="Show this server's blocklist")
@@ -381,18 +371,13 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @moderation.command(name="trust", description="Members with this role skip approval in 'untrusted' mode")
     @app_commands.describe(role="The role whose members skip approval")
     async def trust(self, interaction: discord.Interaction, role: discord.Role) -> None:
-        assert interaction.guild_id is not None
-        policy = await self.bot.policy.get(interaction.guild_id)
-        if role.id not in policy.trusted_roles:
-            await self._update(interaction, trusted_roles=(*policy.trusted_roles, role.id))
+        await self._update(interaction, trusted_roles=adding(role.id))
         await self._done(interaction, "settings.trusted", role=role.mention)
 
     @moderation.command(name="untrust", description="Remove a trusted role")
     @app_commands.describe(role="The role")
     async def untrust(self, interaction: discord.Interaction, role: discord.Role) -> None:
-        assert interaction.guild_id is not None
-        policy = await self.bot.policy.get(interaction.guild_id)
-        await self._update(interaction, trusted_roles=tuple(r for r in policy.trusted_roles if r != role.id))
+        await self._update(interaction, trusted_roles=removing(role.id))
         await self._done(interaction, "settings.untrusted", role=role.mention)
 
     @moderation.command(name="forget", description="Delete a member's generation history (e.g. one who left)")

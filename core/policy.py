@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -109,8 +110,14 @@ class PolicyService:
         return GuildPolicy.from_dict(data) if data else GuildPolicy()
 
     async def update(self, guild_id: int, **changes: Any) -> GuildPolicy:
+        """Sets fields; a callable value is given the field's current value and returns the new one, so that
+        read-modify-write changes (add a channel to a list) are not lost to a concurrent change."""
         async with self._writes:
-            policy = replace(await self.get(guild_id), **changes)
+            policy = await self.get(guild_id)
+            values = {
+                name: change(getattr(policy, name)) if callable(change) else change for name, change in changes.items()
+            }
+            policy = replace(policy, **values)
             await self._store.save_guild_settings(guild_id, policy.to_dict())
         return policy
 
@@ -152,3 +159,12 @@ class PolicyService:
             needs_approval=policy.needs_approval(requester.role_ids),
             approval_timeout=timedelta(minutes=policy.approval_timeout_minutes),
         )
+
+
+def adding(item: Any) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """For `PolicyService.update`: the tuple with `item` at the end, once."""
+    return lambda items: items if item in items else (*items, item)
+
+
+def removing(item: Any) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    return lambda items: tuple(existing for existing in items if existing != item)
