@@ -28,6 +28,7 @@ from storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
+QUIET_LOGGERS = ("discord.http", "discord.webhook", "discord.gateway")
 EXTENSIONS = ("cogs.generate", "cogs.quota", "cogs.jobs", "cogs.settings", "cogs.privacy")
 
 
@@ -133,6 +134,14 @@ def _stop(bot: DoubaoBot, signal_name: str) -> None:
     asyncio.get_running_loop().create_task(bot.close())
 
 
+def configure_logging(level_name: str) -> None:
+    level = getattr(logging, level_name)
+    discord.utils.setup_logging(level=level, root=True)
+    # At DEBUG these log request URLs and payloads, which carry interaction tokens.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+
 def main() -> int:
     load_dotenv(".env")  # the working folder, as the README says (not the folder of this file)
     try:
@@ -140,7 +149,7 @@ def main() -> int:
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    discord.utils.setup_logging(level=getattr(logging, settings.log_level), root=True)
+    configure_logging(settings.log_level)
     try:
         asyncio.run(run(settings))
     except discord.LoginFailure:

@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RECOVERY_HISTORY = 50  # recent channel messages searched for a late delivery after a crash
+
+
+def _carries(message: discord.Message, job_id: str) -> bool:
+    """The message shows the job's image: an attachment, and the result buttons of that job."""
+    result_button = f"job:reroll:{job_id}"
+    return bool(message.attachments) and any(
+        getattr(item, "custom_id", None) == result_button for row in message.components for item in row.children
+    )
 
 
 def only_requester(job: Job) -> discord.AllowedMentions:
@@ -44,7 +53,9 @@ class DiscordJobEvents:
     # -- JobEvents ------------------------------------------------------------------------------
 
     def progress(self, job: Job, position: int | None) -> None:
-        if position is None:
+        if job.state is JobState.PENDING:
+            content, view = t(job.language, "status.pending"), None
+        elif position is None:
             content, view = t(job.language, "status.running"), None
         else:
             content, view = t(job.language, "status.queued", position=position), status_view(job)
@@ -83,10 +94,7 @@ class DiscordJobEvents:
             embed.add_field(
                 name=t(language, "approval.expires"), value=discord.utils.format_dt(job.approval_expires_at, "R")
             )
-        message_id = await self.modlog.post(job.guild_id, embed, approval_view(job, language))
-        if message_id is not None:
-            self.throttle.submit(job.id, lambda: self._edit_status(job, content=t(job.language, "status.pending")))
-        return message_id
+        return await self.modlog.post(job.guild_id, embed, approval_view(job, language))
 
     async def approval_decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
         policy = await self.bot.policy.get(job.guild_id)
@@ -104,14 +112,19 @@ class DiscordJobEvents:
             log.warning("could not mark the approval request of job %s: %s", job.id, error)
 
     async def posted_result(self, job: Job) -> int | None:
-        if job.reply.status_message_id is None:
-            return None
+        """The status message with the image on it, or a late delivery in the channel carrying the job's buttons."""
         channel = self.bot.get_partial_messageable(job.channel_id)
-        try:
-            message = await channel.fetch_message(job.reply.status_message_id)
-        except discord.NotFound:
-            return None
-        return message.id if message.attachments else None
+        if job.reply.status_message_id is not None:
+            try:
+                message = await channel.fetch_message(job.reply.status_message_id)
+                if message.attachments:
+                    return message.id
+            except discord.NotFound:
+                pass
+        async for message in channel.history(limit=RECOVERY_HISTORY):
+            if self.bot.user and message.author.id == self.bot.user.id and _carries(message, job.id):
+                return message.id
+        return None
 
     # -- the three ways to write ----------------------------------------------------------------
 
@@ -190,8 +203,13 @@ class DiscordJobEvents:
             )
             return True
 
-        if job.reply.status_message_id is not None and await self._via_webhook(job, edit):
-            return
+        if job.reply.status_message_id is not None:
+            try:
+                if await self._via_webhook(job, edit):
+                    return
+            except discord.HTTPException as error:
+                # Whatever Discord said, the requester must hear how the job ended: try the channel.
+                log.warning("could not edit the status of job %s (%s); writing to the channel", job.id, error)
         channel = self.bot.get_partial_messageable(job.channel_id)
         await channel.send(f"<@{job.user_id}> {content}", allowed_mentions=only_requester(job))
         if job.reply.status_message_id is not None:

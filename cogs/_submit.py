@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import discord
@@ -35,10 +36,10 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
     """
     bot = interaction.client
     who = requester_of(interaction)
-    recent = await bot.jobs.recent(guild_id=who.guild_id, user_id=who.user_id, limit=1)
+    last = await bot.store.last_request_at(guild_id=who.guild_id, user_id=who.user_id)
     try:
         admission = await bot.policy.admit(
-            who, params, last_request_at=recent[0].created_at if recent else None, now=utc_now()
+            who, params, last_request_at=datetime.fromisoformat(last) if last else None, now=utc_now()
         )
     except PolicyRefusal as refusal:
         if refusal.logged:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -34,7 +35,7 @@ from core.fair_queue import FairQueue
 from core.images import DownloadedImage, ImageDownloadError, download_image, fit_to_limit_async, from_bytes
 from core.params import CharacterParams, Command, Params, params_from_dict, params_to_dict, with_seed
 from core.quota import Clock, QuotaService, QuotaStatus, exhausted, utc_now
-from storage.base import JobRow, Store
+from storage.base import ACTIVE_STATES, JobRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class JobEvents(Protocol):
     """What the chat side does as a job moves; implemented by the Discord layer."""
 
     def progress(self, job: Job, position: int | None) -> None:
-        """Queued at `position` (1-based) or, with None, generating. Fire and forget."""
+        """Queued at `position` (1-based), or with None: waiting for a moderator (job.state PENDING) or
+        generating. Fire and forget."""
 
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         """Posts the image; returns the message id. Raises DeliveryError when it cannot."""
@@ -295,11 +297,18 @@ class JobService:
             return
         job.approval_message_id = message_id
         await self._store.update_job(job.id, approval_message_id=message_id)
+        self.events.progress(job, None)
 
     async def approve(self, job_id: str, moderator_id: int) -> Job | None:
-        """Queues a pending job; None when it is not pending any more (decided, expired or unknown)."""
-        job = self._pending.pop(job_id, None)
-        if job is None or not await self._store.update_job(job_id, expect=[JobState.PENDING], state=JobState.QUEUED):
+        """Queues a pending job; None when it is not pending any more (decided, expired or unknown), or when the
+        bot is shutting down (the job then stays pending, and pending jobs survive restarts)."""
+        job = self._pending.get(job_id)
+        if job is None or not self._accepting:
+            return None
+        if job.approval_expires_at is not None and job.approval_expires_at <= self._clock():
+            return None  # the sweeper will refund it
+        self._pending.pop(job_id, None)
+        if not await self._store.update_job(job_id, expect=[JobState.PENDING], state=JobState.QUEUED):
             return None
         job.state = JobState.QUEUED
         log.info("job %s approved by %s", job.id, moderator_id)
@@ -328,7 +337,8 @@ class JobService:
 
     async def _settle_pending(self, job: Job, error: str, *, decision: str, moderator_id: int | None = None) -> bool:
         self._pending.pop(job.id, None)
-        if not await self._finish(job, JobState.FAILED, error=error, note=job.note):
+        # Only while still pending: a moderator may have approved it since the sweeper listed it.
+        if not await self._finish(job, JobState.FAILED, error=error, note=job.note, expect=[JobState.PENDING]):
             return False
         log.info("pending job %s %s", job.id, decision)
         await self._decided(job, decision, moderator_id)
@@ -400,6 +410,9 @@ class JobService:
             self._running[job.id] = task
             try:
                 await task
+            except Exception:
+                # A worker must outlive any one job, or the queue would stall with its credits reserved.
+                log.exception("job %s ended with an unexpected error", job.id)
             finally:
                 self._running.pop(job.id, None)
                 self._jobs.pop(job.id, None)
@@ -413,7 +426,9 @@ class JobService:
             job.state = JobState.RUNNING
             self.events.progress(job, None)
             image = await self._generate(job)
-            await self._store.update_job(job.id, expect=[JobState.RUNNING], state=JobState.DELIVERING)
+            if not await self._store.update_job(job.id, expect=[JobState.RUNNING], state=JobState.DELIVERING):
+                log.warning("job %s was settled while it ran; not posting it", job.id)
+                return
             job.state = JobState.DELIVERING
             status = await self._quota.status(guild_id=job.guild_id, user_id=job.user_id)
             message_id = await self.events.deliver(job, image, status)
@@ -421,9 +436,9 @@ class JobService:
             await asyncio.shield(self._finish(job, JobState.FAILED, error="error.restarting"))
             raise
         except Exception as exc:
-            await self._finish(job, JobState.FAILED, error=_error_key(exc))
+            await asyncio.shield(self._finish(job, JobState.FAILED, error=_error_key(exc)))
             return
-        await self._finish(job, JobState.DONE, result_message_id=message_id)
+        await asyncio.shield(self._finish(job, JobState.DONE, result_message_id=message_id))
 
     async def _generate(self, job: Job) -> DownloadedImage:
         started = time.monotonic()
@@ -446,10 +461,11 @@ class JobService:
         error: str | None = None,
         note: str | None = None,
         result_message_id: int | None = None,
+        expect: Iterable[str] = ACTIVE_STATES,
     ) -> bool:
         """Settles the job once; the requester is told about any ending but a posted image."""
         settled = await self._store.finish_job(
-            job.id, state, error=error, note=note, result_message_id=result_message_id
+            job.id, state, error=error, note=note, result_message_id=result_message_id, expect=expect
         )
         log.info("job %s %s%s (settled now: %s)", job.id, state, f" ({error})" if error else "", settled)
         if not settled:
@@ -477,7 +493,10 @@ class JobService:
         now = self._clock()
         for row in await self._store.active_jobs():
             job = Job.from_row(row)
-            if job.state is JobState.PENDING:
+            if job.state is JobState.PENDING and job.approval_message_id is None:
+                # The bot stopped before the moderators were asked: nobody can approve it.
+                await self._finish(job, JobState.FAILED, error="error.approval_unavailable")
+            elif job.state is JobState.PENDING:
                 self._pending[job.id] = job  # still waiting for a moderator; the sweeper expires it in time
             elif job.state is JobState.QUEUED and job.reply.token_usable(now):
                 log.info("job %s re-queued after a restart", job.id)
@@ -514,6 +533,9 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._workers = []
+        for job_id in self._queue.drain():  # anything queued meanwhile is settled too
+            job = self._jobs.pop(job_id)
+            await self._finish(job, JobState.FAILED, error="error.restarting")
         self._update_idle()
 
     def _update_idle(self) -> None:

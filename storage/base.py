@@ -73,10 +73,12 @@ class Store(Protocol):
         error: str | None = None,
         note: str | None = None,
         result_message_id: int | None = None,
+        expect: Iterable[str] = ACTIVE_STATES,
     ) -> bool:
-        """Moves an active job to a final state and settles its quota (committed only for 'done').
+        """Moves a job in one of the `expect` states (by default any active one) to a final state and settles
+        its quota (committed only for 'done').
 
-        Returns False when the job was already final: a job is charged or refunded at most once.
+        Returns False when the job was not in those states: a job is charged or refunded at most once.
         """
         ...
 
@@ -88,6 +90,11 @@ class Store(Protocol):
 
     async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int) -> list[JobRow]:
         """The user's newest jobs in the guild, newest first."""
+        ...
+
+    async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
+        """When the user last asked for a generation in the guild (ISO 8601), from the usage rows, which
+        /forget-me keeps for the current day."""
         ...
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -173,11 +175,14 @@ class SQLiteStore:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a cancellation while BEGIN is queued must still roll it back, or the shared
+                # connection would be left in a transaction that every later write trips over.
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
+                    await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
 
@@ -244,20 +249,24 @@ class SQLiteStore:
         error: str | None = None,
         note: str | None = None,
         result_message_id: int | None = None,
+        expect: Iterable[str] = ACTIVE_STATES,
     ) -> bool:
         if state not in FINAL_STATES:
             raise ValueError(f"{state!r} is not a final state")
         now = _now()
-        active = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
+        expected = tuple(str(name) for name in expect)
+        if not set(expected) <= set(ACTIVE_STATES):
+            raise ValueError(f"only active jobs can be finished, not {expected}")
+        placeholders = ", ".join("?" for _ in expected)
         async with self._transaction() as db:
             cursor = await db.execute(
                 f"""
                 UPDATE jobs SET state = ?, error = ?, note = COALESCE(?, note),
                                 result_message_id = COALESCE(?, result_message_id),
                                 interaction_token = NULL, updated_at = ?, finished_at = ?
-                WHERE id = ? AND state IN ({active})
+                WHERE id = ? AND state IN ({placeholders})
                 """,
-                (str(state), error, note, result_message_id, now, now, job_id),
+                (str(state), error, note, result_message_id, now, now, job_id, *expected),
             )
             if cursor.rowcount != 1:
                 return False
@@ -285,6 +294,12 @@ class SQLiteStore:
         )
         async with self._db.execute(query, (guild_id, user_id, limit)) as cursor:
             return [_row_to_job(row) async for row in cursor]
+
+    async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
+        query = "SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = ? AND user_id = ?"
+        async with self._db.execute(query, (guild_id, user_id)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
         async with self._db.execute(

@@ -59,3 +59,21 @@ async def test_dev_guild_gets_the_commands_and_nothing_is_global(tmp_path: Path)
         assert harness.discord.synced_commands() == []
         message = await outcome(await harness.draw())
         assert message.attachments
+
+
+def test_debug_logging_keeps_interaction_tokens_out() -> None:
+    import logging
+
+    from bot import QUIET_LOGGERS, configure_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), {name: logging.getLogger(name).level for name in QUIET_LOGGERS})
+    try:
+        configure_logging("DEBUG")
+        assert root.level == logging.DEBUG
+        assert all(logging.getLogger(name).getEffectiveLevel() == logging.INFO for name in QUIET_LOGGERS)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -425,6 +426,7 @@ def needing_approval(prompt: str = "a cat", user: int = USER, minutes: float = 6
 async def test_approved_job_runs(service, api, store, events) -> None:
     job = await service.submit(needing_approval())
     assert job.state is JobState.PENDING and job.approval_message_id == 4001
+    assert events.progress_log == [(job.id, None)]  # shown as waiting for a moderator
     assert api.requests == [] and (await store.ledger_totals())["reserved"] == 1
     approved = await service.approve(job.id, moderator_id=7)
     assert approved is not None
@@ -507,3 +509,129 @@ async def test_forget_user_keeps_todays_usage(service, store) -> None:
     assert len(await service.recent(guild_id=GUILD, user_id=USER + 1)) == 1
     window = QuotaWindow.daily(datetime.now(UTC)).key
     assert await store.used_quota(guild_id=GUILD, user_id=USER, window=window) == 2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class GatedEvents(RecordedEvents):
+    """Holds finished()/deliver() for chosen jobs until a test lets them go, to reproduce races."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[tuple[str, str], tuple[asyncio.Event, asyncio.Event]] = {}
+
+    def gate(self, what: str, job_id: str) -> tuple[asyncio.Event, asyncio.Event]:
+        self.gates[(what, job_id)] = (asyncio.Event(), asyncio.Event())  # (entered, released)
+        return self.gates[(what, job_id)]
+
+    async def _hold(self, what: str, job_id: str) -> None:
+        if (what, job_id) in self.gates:
+            entered, released = self.gates[(what, job_id)]
+            entered.set()
+            await released.wait()
+
+    async def finished(self, job: Job) -> None:
+        await self._hold("finished", job.id)
+        await super().finished(job)
+
+    async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
+        await self._hold("deliver", job.id)
+        return await super().deliver(job, image, quota)
+
+
+async def test_the_sweeper_cannot_refund_a_job_approved_meanwhile(api, store, session) -> None:
+    clock = Clock()
+    client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=5, max_attempts=1)
+    service = JobService(
+        store=store,
+        quota=QuotaService(store, PolicyService(store), daily_limit=5),
+        client=client,
+        session=session,
+        extras=ApiExtras(),
+        limits=JobLimits(approval_sweep_interval=3600),
+        clock=clock,
+    )
+    events = GatedEvents()
+    await service.start(events)
+    first = await service.submit(needing_approval(user=1, minutes=1))
+    second = await service.submit(needing_approval(user=2, minutes=1))
+    telling_first, release_first = events.gate("finished", first.id)
+    clock.now += timedelta(minutes=2)  # both run out; the sweeper lists both
+    sweep = asyncio.create_task(service.expire_pending())
+    await telling_first.wait()
+    clock.now -= timedelta(minutes=2)  # the moderator clicked Approve just in time for the second
+    assert await service.approve(second.id, moderator_id=9) is not None
+    release_first.set()
+    assert await sweep == 1
+    await service.wait_idle()
+    assert (await store.get_job(second.id)).state == "done"
+    assert [job.id for job, _, _ in events.delivered] == [second.id]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
+    await service.shutdown()
+
+
+async def test_approve_is_refused_after_the_approval_time(service) -> None:
+    job = await service.submit(needing_approval(minutes=-1))
+    assert await service.approve(job.id, moderator_id=9) is None
+
+
+async def test_approve_during_shutdown_keeps_the_job_pending(make_service, events, api, store) -> None:
+    service = make_service(max_concurrent=1, shutdown_grace=0.3)
+    await service.start(events)
+    api.default_response = FakeResponse.delay(2)
+    await service.submit(draw(user=1))
+    waiting = await service.submit(needing_approval(user=2))
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(service.shutdown())
+    await asyncio.sleep(0.05)
+    assert await service.approve(waiting.id, moderator_id=9) is None
+    await stopping
+    assert (await store.get_job(waiting.id)).state == "pending"  # it survives the restart, still reserved
+    assert (await store.ledger_totals())["reserved"] == 1
+
+
+async def test_a_store_error_while_settling_does_not_kill_the_worker(make_service, events, store) -> None:
+    service = make_service(max_concurrent=1)
+    real_finish = store.finish_job
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    async def flaky_finish(*args: object, **kwargs: object) -> bool:
+        if failures:
+            raise failures.pop()
+        return await real_finish(*args, **kwargs)
+
+    store.finish_job = flaky_finish  # type: ignore[method-assign]
+    await service.start(events)
+    await service.submit(draw(user=1))
+    second = await service.submit(draw(user=2))
+    await asyncio.wait_for(service.wait_idle(), 5)
+    assert (await store.get_job(second.id)).state == "done"
+    await service.shutdown()
+
+
+async def test_a_pending_job_nobody_was_asked_about_is_refunded_on_start(make_service, store) -> None:
+    job = Job(
+        id="a" * 32,
+        command=Command.DRAW,
+        params=DrawParams(prompt="p"),
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        user_id=USER,
+        language="en",
+        reply=live_reply(),
+        state=JobState.PENDING,
+        approval_expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert await store.create_job(job.to_row(), window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
+    events = RecordedEvents()
+    service = make_service()
+    await service.start(events)
+    assert events.errors() == ["error.approval_unavailable"]
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+    await service.shutdown()

@@ -304,3 +304,17 @@ async def test_restart_keeps_quotas_and_does_not_resync(harness: BotHarness) -> 
     assert "**2** of **5**" in message.content
     assert len(harness.discord.command_syncs) == 1
     assert await harness.ledger() == {"reserved": 0, "committed": 2, "refunded": 0}
+
+
+async def test_when_discord_refuses_the_edit_the_user_is_told_in_the_channel(harness: BotHarness) -> None:
+    alice = harness.discord.add_user("alice")
+    harness.discord.add_member(harness.discord.guild, alice)
+    harness.api.default_response = FakeResponse.business_error(50411)
+    # Every edit of the status message is rate limited until discord.py gives up.
+    harness.discord.rate_limit_next(lambda request: request.method == "PATCH", retry_after=0.01, times=100)
+    await harness.draw(alice)
+    told = await harness.discord.wait_for_channel_message(
+        harness.discord.general, lambda m: "content policy" in m.content, timeout=10
+    )
+    assert told.content.startswith(f"<@{alice.id}>") and told.pinged.users == {alice.id}
+    assert await harness.check_ledger() == {"reserved": 0, "committed": 0, "refunded": 1}

@@ -214,3 +214,32 @@ async def test_migrating_from_v2_keeps_jobs(tmp_path: Path) -> None:
         assert await store.update_job("old", state="pending")
     finally:
         await store.close()
+
+
+async def test_a_write_cancelled_while_it_begins_leaves_the_store_usable(store) -> None:
+    assert await reserve(store, "job-1")
+    task = asyncio.create_task(store.update_job("job-1", expect=["queued"], state="running"))
+    await asyncio.sleep(0)  # the task is waiting for BEGIN IMMEDIATE
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.finish_job("job-1", "failed", error="error.restarting")
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+async def test_finish_only_from_the_expected_states(store) -> None:
+    assert await reserve(store, "job-1")
+    assert not await store.finish_job("job-1", "failed", expect=["pending"])
+    assert await store.finish_job("job-1", "failed", expect=["queued"])
+    with pytest.raises(ValueError):
+        await store.finish_job("job-1", "failed", expect=["done"])
+
+
+async def test_last_request_survives_forgetting(store) -> None:
+    assert await store.last_request_at(guild_id=GUILD, user_id=USER) is None
+    assert await reserve(store, "job-1", window="2026-11-21")
+    await store.finish_job("job-1", "done")
+    before = await store.last_request_at(guild_id=GUILD, user_id=USER)
+    assert before is not None
+    assert await store.forget_user(USER, guild_id=None, keep_window="2026-11-21") == 1
+    assert await store.last_request_at(guild_id=GUILD, user_id=USER) == before
