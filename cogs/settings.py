@@ -164,7 +164,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         else:
             await self._done(interaction, "settings.quota_role", role=role.mention, limit=limit)
 
-    @quota.command(name="user", description="A personal daily limit for a member; omit to remove")
+    @quota.command(name="set", description="A personal daily limit for a member; omit the limit to remove it")
     @app_commands.describe(user="The member", limit="Generations per day for this member")
     async def quota_user(
         self, interaction: discord.Interaction, user: discord.User, limit: Limit | None = None

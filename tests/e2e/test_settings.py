@@ -90,7 +90,7 @@ async def test_quota_settings_default_roles_personal_grant_reset(tmp_path: Path)
         shown = await configure(harness, admin, "quota show", user=bob)
         assert "**2** of **3**" in shown.content and "+2 granted" in shown.content
 
-        await configure(harness, admin, "quota user", user=bob, limit=5)
+        await configure(harness, admin, "quota set", user=bob, limit=5)
         quota = await outcome(await harness.discord.invoke("quota", user=bob))
         assert "of **7**" in quota.content and "personal limit" in quota.content  # 5 personal + 2 granted
         await configure(harness, admin, "quota reset", user=bob)
