@@ -19,9 +19,12 @@ Matching rules (entries are tried in order: the custom entries, then the built-i
 3. Word containing CJK (Han, kana, Hangul), which has no spaces between words: the squashed entry matches
    anywhere in the squashed prompt, whatever its length ("色 情", "色.情"), and so also inside innocent
    phrases ("特色情调" contains "色情", "年幼女孩" contains "幼女").
-4. Regex: compiled with re.IGNORECASE and searched in both the normalized and the squashed prompt; either finding
-   something is a match. Regexes are stored as written. `validate` refuses one that does not compile or that
-   matches empty text (it would block every prompt); a stored one like that is skipped with a warning.
+4. Regex: compiled with the `regex` module (the syntax of `re`, ignoring case) and searched in both the normalized
+   and the squashed prompt; either finding something is a match. Each search has a time limit: one that runs out
+   counts as a match (the prompt is refused, the pattern logged), so a pathological pattern cannot freeze the bot.
+   Regexes are stored as written. `validate` refuses one that does not compile, that matches empty text (it would
+   block every prompt) or that runs out of time on long repetitive probes; a stored one like that is skipped
+   with a warning.
 
 Not caught: look-alike letters from other scripts (Cyrillic "р"), accents ("pörn") and digits for letters
 ("p0rn"); admins can add regexes for those. The built-in list is short on purpose and can be switched off
@@ -35,6 +38,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import regex
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,9 @@ _CJK_RANGES = (
 )
 
 _WHITESPACE = re.compile(r"\s+")
+REGEX_TIME_LIMIT = 0.05  # seconds per search of an admin's regular expression
+# Long runs that make a backtracking pattern such as (a+)+$ or (\w+\s?)*$ explode; tried when one is added.
+_SLOW_PROBES = (*(ch * 60 + "!" for ch in "a1 "), "ab " * 40 + "!")
 
 
 def _in_ranges(ch: str, ranges: tuple[tuple[int, int], ...]) -> bool:
@@ -129,18 +137,23 @@ class InvalidPattern(ValueError):
     """A pattern that cannot be used; the message is short and safe to show to the admin."""
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+def _compile(pattern: str) -> regex.Pattern[str]:
     if not pattern.strip():
         raise InvalidPattern("The pattern is empty.")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise InvalidPattern(f"The pattern is longer than {MAX_PATTERN_LENGTH} characters.")
     try:
-        compiled = re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
+        compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+    except regex.error as exc:
         where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise InvalidPattern(f"The regular expression does not compile: {exc.msg}{where}.") from None
     if compiled.search("") is not None:
         raise InvalidPattern("The regular expression matches empty text, so it would block every prompt.")
+    try:
+        for probe in _SLOW_PROBES:
+            compiled.search(probe, timeout=REGEX_TIME_LIMIT)
+    except TimeoutError:
+        raise InvalidPattern("The regular expression is too slow on long prompts; simplify it.") from None
     return compiled
 
 
@@ -212,12 +225,20 @@ class _Word:
 
 
 class _Regex:
-    def __init__(self, entry: BlockEntry, compiled: re.Pattern[str]) -> None:
+    def __init__(self, entry: BlockEntry, compiled: regex.Pattern[str]) -> None:
         self.entry = entry
         self.compiled = compiled
 
     def matches(self, prompt: _Prompt) -> bool:
-        return self.compiled.search(prompt.normalized) is not None or self.compiled.search(prompt.squashed) is not None
+        try:
+            return any(
+                self.compiled.search(text, timeout=REGEX_TIME_LIMIT) is not None
+                for text in (prompt.normalized, prompt.squashed)
+            )
+        except TimeoutError:
+            # Refuse rather than let a slow pattern through or freeze the bot; the admin can fix the pattern.
+            log.warning("blocklist regex %r ran out of time on a prompt; treating it as a match", self.entry.pattern)
+            return True
 
 
 class Blocklist:
