@@ -30,6 +30,7 @@ STYLES = {
     "details": discord.ButtonStyle.secondary,
     "delete": discord.ButtonStyle.danger,
 }
+MODAL_TIMEOUT = 3600  # a modal left open longer is not answered; the member can click again
 EMOJI = {"cancel": "✖️", "reroll": "🎲", "vary": "✏️", "ref": "🧬", "details": "ℹ️", "delete": "🗑️"}
 
 
@@ -98,7 +99,7 @@ async def reroll(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
 
 async def vary(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
     reusable_params(job)
-    await interaction.response.send_modal(PromptModal(job, language_of(interaction)))
+    await interaction.response.send_modal(PromptModal(job, language_of(interaction), opened_by=interaction.id))
 
 
 async def use_as_reference(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
@@ -106,7 +107,8 @@ async def use_as_reference(interaction: discord.Interaction[DoubaoBot], job: Job
     image = message.attachments[0] if message and message.attachments else None
     if image is None:
         raise UserFacingError("error.job_not_found")
-    await interaction.response.send_modal(PromptModal(job, language_of(interaction), reference_url=image.url))
+    modal = PromptModal(job, language_of(interaction), reference_url=image.url, opened_by=interaction.id)
+    await interaction.response.send_modal(modal)
 
 
 async def details(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
@@ -116,9 +118,9 @@ async def details(interaction: discord.Interaction[DoubaoBot], job: Job) -> None
 async def delete(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
     if not may_manage(interaction, job):
         raise UserFacingError("error.not_your_job")
-    if interaction.message is not None:
-        await interaction.message.delete()
-    await interaction.response.send_message(text(interaction, "result.deleted"), ephemeral=True)
+    await interaction.response.defer()
+    await interaction.delete_original_response()  # after a deferred update, "original" is the clicked message
+    await interaction.followup.send(text(interaction, "result.deleted"), ephemeral=True)
 
 
 ACTIONS: dict[str, Callable[[discord.Interaction[DoubaoBot], Job], Awaitable[Any]]] = {
@@ -160,7 +162,8 @@ class ApprovalButton(
             if not interaction.permissions.manage_messages:
                 raise UserFacingError("error.not_a_moderator")
             if self.action == "reject":
-                await interaction.response.send_modal(RejectModal(self.job_id, language_of(interaction)))
+                modal = RejectModal(self.job_id, language_of(interaction), opened_by=interaction.id)
+                await interaction.response.send_modal(modal)
                 return
             await interaction.response.defer(ephemeral=True, thinking=True)
             approved = await interaction.client.jobs.approve(self.job_id, interaction.user.id)
@@ -179,8 +182,11 @@ def approval_view(job: Job, language: str) -> discord.ui.View:
 
 
 class RejectModal(discord.ui.Modal):
-    def __init__(self, job_id: str, language: str) -> None:
-        super().__init__(title=t(language, "modal.reject_title"), custom_id=f"reject:{job_id}", timeout=600)
+    def __init__(self, job_id: str, language: str, *, opened_by: int) -> None:
+        # One modal per click: discord.py keys open modals by custom_id, and two moderators may reject at once.
+        super().__init__(
+            title=t(language, "modal.reject_title"), custom_id=f"reject:{job_id}:{opened_by}", timeout=MODAL_TIMEOUT
+        )
         self.job_id = job_id
         self.reason = discord.ui.TextInput(
             label=t(language, "modal.reason_label"),
@@ -194,8 +200,9 @@ class RejectModal(discord.ui.Modal):
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
         interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
         reason = self.reason.value.strip() or None
+        await interaction.response.defer(ephemeral=True, thinking=True)  # settling talks to Discord several times
         rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)
-        await interaction.response.send_message(
+        await interaction.followup.send(
             text(interaction, "approval.done" if rejected else "error.already_decided"), ephemeral=True
         )
 
@@ -206,9 +213,11 @@ class RejectModal(discord.ui.Modal):
 class PromptModal(discord.ui.Modal):
     """Edit the prompt, then run it again: with the same seed (Vary) or with the image as the reference."""
 
-    def __init__(self, job: Job, language: str, *, reference_url: str | None = None) -> None:
+    def __init__(self, job: Job, language: str, *, opened_by: int, reference_url: str | None = None) -> None:
         title_key = "modal.reference_title" if reference_url else "modal.vary_title"
-        super().__init__(title=t(language, title_key), custom_id=f"modal:{job.id}", timeout=600)
+        # One modal per click (see RejectModal): several members may vary the same public result at once.
+        custom_id = f"prompt:{job.id}:{opened_by}"
+        super().__init__(title=t(language, title_key), custom_id=custom_id, timeout=MODAL_TIMEOUT)
         self.job = job
         self.reference_url = reference_url
         self.prompt = discord.ui.TextInput(

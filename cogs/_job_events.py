@@ -114,16 +114,21 @@ class DiscordJobEvents:
     async def posted_result(self, job: Job) -> int | None:
         """The status message with the image on it, or a late delivery in the channel carrying the job's buttons."""
         channel = self.bot.get_partial_messageable(job.channel_id)
-        if job.reply.status_message_id is not None:
+        status_id = job.reply.status_message_id
+        if status_id is not None:
+            status = await self._via_webhook(job, lambda webhook: webhook.fetch_message(status_id))
             try:
-                message = await channel.fetch_message(job.reply.status_message_id)
-                if message.attachments:
+                status = status or await channel.fetch_message(status_id)
+            except discord.HTTPException as error:
+                log.info("could not read the status message of job %s: %s", job.id, error)
+            if status is not None and status.attachments:
+                return status.id
+        try:
+            async for message in channel.history(limit=RECOVERY_HISTORY):
+                if self.bot.user and message.author.id == self.bot.user.id and _carries(message, job.id):
                     return message.id
-            except discord.NotFound:
-                pass
-        async for message in channel.history(limit=RECOVERY_HISTORY):
-            if self.bot.user and message.author.id == self.bot.user.id and _carries(message, job.id):
-                return message.id
+        except discord.HTTPException as error:
+            log.info("could not read the channel of job %s: %s", job.id, error)
         return None
 
     # -- the three ways to write ----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -24,6 +26,13 @@ COLOURS = {"done": discord.Colour.green(), "refused": discord.Colour.orange(), "
 class ModLog:
     def __init__(self, bot: DoubaoBot) -> None:
         self.bot = bot
+        self._background: set[asyncio.Task[None]] = set()
+
+    def later(self, entry: Coroutine[Any, Any, None]) -> None:
+        """Writes an entry without making the caller wait (kept referenced until it is done)."""
+        task = asyncio.create_task(entry)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def server_language(self, guild_id: int) -> str:
         """The server's configured language, else its Discord locale, else English."""
@@ -51,7 +60,8 @@ class ModLog:
         embed.colour = COLOURS["done"] if job.state.value == "done" else COLOURS["refused"]
         embed.add_field(name=t(language, "modlog.outcome"), value=t(language, f"state.{job.state.value}"))
         if job.error:
-            embed.add_field(name=t(language, "modlog.reason"), value=trim(t(language, job.error), 1000), inline=False)
+            reason = t(language, job.error, reason=job.note or "-")
+            embed.add_field(name=t(language, "modlog.reason"), value=trim(reason, 1000), inline=False)
         if job.result_message_id:
             link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.result_message_id}"
             embed.add_field(name=t(language, "modlog.result"), value=link, inline=False)

@@ -19,6 +19,7 @@ NO_PINGS = discord.AllowedMentions.none()
 # Deliver through the channel a little before Discord's 15-minute token limit, not after it.
 TOKEN_SAFETY_MARGIN = timedelta(seconds=30)
 INVALID_WEBHOOK_TOKEN = 50027
+MESSAGE_LIMIT = 2000
 
 
 def language_of(interaction: discord.Interaction) -> str:
@@ -69,8 +70,15 @@ async def reply(interaction: discord.Interaction, content: str) -> None:
     the deferral's visibility, so checks that concern one user run before deferring). Token gone: a channel
     message that mentions the user only.
     """
+    content = content if len(content) <= MESSAGE_LIMIT else content[: MESSAGE_LIMIT - 1] + "…"
     if not interaction.response.is_done():
         await interaction.response.send_message(content, ephemeral=True, allowed_mentions=NO_PINGS)
+        return
+    if interaction.response.type is discord.InteractionResponseType.deferred_message_update and token_usable(
+        interaction
+    ):
+        # "original" is the message the button is on (a status or a result): answer beside it, privately.
+        await interaction.followup.send(content, ephemeral=True, allowed_mentions=NO_PINGS)
         return
     if token_usable(interaction):
         try:

@@ -9,6 +9,7 @@ import discord
 
 from cogs._guards import require_guild
 from cogs._replies import language_of
+from core.errors import UserFacingError
 from core.jobs import Job, JobRequest, ReplyTarget
 from core.params import Command, Params
 from core.policy import PolicyRefusal, Requester
@@ -16,6 +17,15 @@ from core.quota import utc_now
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
+
+
+# A job's answer may come after the 15-minute interaction token, through the channel, which needs these.
+CHANNEL_PERMISSIONS = ("view_channel", "send_messages", "embed_links", "attach_files", "read_message_history")
+
+
+def missing_channel_permissions(interaction: discord.Interaction) -> list[str]:
+    permissions = interaction.app_permissions
+    return [name for name in CHANNEL_PERMISSIONS if not getattr(permissions, name)]
 
 
 def requester_of(interaction: discord.Interaction) -> Requester:
@@ -36,6 +46,9 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
     """
     bot = interaction.client
     who = requester_of(interaction)
+    missing = missing_channel_permissions(interaction)
+    if missing:
+        raise UserFacingError("error.missing_permissions", permissions=", ".join(missing))
     last = await bot.store.last_request_at(guild_id=who.guild_id, user_id=who.user_id)
     try:
         admission = await bot.policy.admit(
@@ -43,13 +56,16 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
         )
     except PolicyRefusal as refusal:
         if refusal.logged:
-            await bot.modlog.refusal(
-                who.guild_id,
-                user_id=who.user_id,
-                channel_id=who.channel_id,
-                prompt=params.prompt,
-                reason_key="modlog.refused_blocklist",
-                **refusal.params,
+            # In the background: the member's answer must not wait for a busy mod-log channel.
+            bot.modlog.later(
+                bot.modlog.refusal(
+                    who.guild_id,
+                    user_id=who.user_id,
+                    channel_id=who.channel_id,
+                    prompt=params.prompt,
+                    reason_key="modlog.refused_blocklist",
+                    **refusal.params,
+                )
             )
         raise
     await bot.quota.check(guild_id=who.guild_id, user_id=who.user_id, role_ids=who.role_ids)

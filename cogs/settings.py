@@ -63,11 +63,9 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def _done(self, interaction: discord.Interaction, key: str, **params: Any) -> None:
         """Confirms to the admin and records who changed what in the mod log (in the server's language)."""
         assert interaction.guild_id is not None
-        await reply(interaction, text(interaction, key, **params))
-        language = await self.bot.modlog.server_language(interaction.guild_id)
-        await self.bot.modlog.change(
-            interaction.guild_id, admin_id=interaction.user.id, what=t(language, key, **params)
-        )
+        said = text(interaction, key, **params)  # already in the server's language (see interaction_check)
+        await reply(interaction, said)
+        self.bot.modlog.later(self.bot.modlog.change(interaction.guild_id, admin_id=interaction.user.id, what=said))
 
     # -- overview and language ------------------------------------------------------------------
 
@@ -347,6 +345,10 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         policy = await self.bot.policy.get(interaction.guild_id)
         if channel is None and policy.approval_mode is not ApprovalMode.OFF:
             raise InvalidInput("error.approval_needs_log")
+        if channel is not None:
+            mine = channel.permissions_for(channel.guild.me)
+            if not (mine.view_channel and mine.send_messages and mine.embed_links):
+                raise InvalidInput("error.log_channel_permissions", channel=channel.mention)
         await self._update(interaction, mod_log_channel_id=channel.id if channel else None)
         await self._done(interaction, "settings.log_channel", channel=channel.mention if channel else "-")
 

@@ -236,3 +236,20 @@ async def test_image_reaches_discord_byte_for_byte_after_a_queue(tmp_path: Path)
         served = [harness.api.image_bytes(name) for name in harness.api.served_images]
         assert sorted(image_attachment(message) for message in messages) == sorted(served)
         await harness.check_ledger()
+
+
+async def test_two_members_varying_one_result_each_get_their_own(harness: BotHarness) -> None:
+    alice, bob = member(harness, "alice"), member(harness, "bob")
+    message = await finished_result(harness, alice, prompt="a red fox")
+    vary_alice = await harness.discord.click(message, button(message, "vary"), user=alice)
+    reference_bob = await harness.discord.click(message, button(message, "ref"), user=bob)
+    await vary_alice.wait_for_ack()
+    await reference_bob.wait_for_ack()
+    assert vary_alice.modal["custom_id"] != reference_bob.modal["custom_id"]
+    first = await harness.discord.submit_modal(vary_alice.modal["custom_id"], {"prompt": "a blue fox"}, user=alice)
+    second = await harness.discord.submit_modal(reference_bob.modal["custom_id"], {"prompt": "a knight"}, user=bob)
+    await outcome(first)
+    await outcome(second)
+    by_prompt = {request.json["prompt"]: request.path for request in harness.api.requests}
+    assert by_prompt["a blue fox"] == "/doubao/drawing" and by_prompt["a knight"] == "/doubao/drawing/character"
+    await harness.check_ledger()

@@ -147,8 +147,15 @@ async def test_blocklist_catches_evasions_and_is_logged(harness: BotHarness) -> 
         assert refused.ephemeral and "can't be used in this server" in refused.content, prompt
     assert harness.api.requests == []
     assert await harness.ledger() == {"reserved": 0, "committed": 0, "refunded": 0}
-    refusals = [m for m in mod_log(harness, log_channel) if "Request refused" in embed_text(m)]
-    assert len(refusals) == 4 and "nsfw" in embed_text(refusals[0]) and f"<@{alice.id}>" in embed_text(refusals[0])
+
+    def refusals() -> list[FakeMessage]:
+        return [m for m in mod_log(harness, log_channel) if "Request refused" in embed_text(m)]
+
+    # The mod log is written after the member is answered.
+    await harness.discord.wait_for_channel_message(log_channel, lambda _m: len(refusals()) >= 4, timeout=5)
+    assert (
+        len(refusals()) == 4 and "nsfw" in embed_text(refusals()[0]) and f"<@{alice.id}>" in embed_text(refusals()[0])
+    )
 
     await configure(harness, admin, "blocklist add", pattern="Clowns")
     await configure(harness, admin, "blocklist add", pattern=r"sp[i1]ders?", regex=True)
@@ -183,6 +190,9 @@ async def test_mod_log_records_jobs_refusals_and_changes(harness: BotHarness) ->
     harness.api.default_response = FakeResponse.business_error(50411)
     await outcome(await harness.draw(alice, prompt="refused by the API"))
     await harness.check_ledger()
+    await harness.discord.wait_for_channel_message(  # settings changes are logged after the admin is answered
+        log_channel, lambda m: "9 generations a day" in embed_text(m), timeout=5
+    )
     entries = [embed_text(message) for message in mod_log(harness, log_channel)]
     changes = [entry for entry in entries if "Settings changed" in entry]
     assert any("9 generations a day" in entry and f"<@{admin.id}>" in entry for entry in changes)
@@ -304,3 +314,32 @@ async def test_admin_forgets_a_member_who_left(harness: BotHarness) -> None:
     assert "Deleted 1" in answer.content
     assert await harness.bot.jobs.recent(guild_id=harness.discord.guild.id, user_id=alice.id) == []
     assert not is_status(answer)
+
+
+async def test_a_long_refusal_is_cut_to_discords_limit(harness: BotHarness) -> None:
+    await harness.bot.policy.update(harness.discord.guild.id, allowed_channels=tuple(range(10**17, 10**17 + 150)))
+    refused = await outcome(await harness.draw(member(harness, "alice")))
+    assert refused.ephemeral and len(refused.content) <= 2000 and refused.content.endswith("…")
+
+
+async def test_missing_channel_permissions_are_said_before_anything_is_spent(harness: BotHarness) -> None:
+    quiet = harness.discord.add_channel(name="quiet")
+    harness.discord.set_overwrite(
+        quiet, harness.discord.bot_member, deny=discord.Permissions(embed_links=True, attach_files=True).value
+    )
+    refused = await outcome(await harness.discord.invoke("draw", channel=quiet, prompt="a cat"))
+    assert refused.ephemeral and "embed_links, attach_files" in refused.content
+    assert harness.api.requests == []
+
+
+async def test_a_log_channel_the_bot_cannot_write_in_is_refused(harness: BotHarness) -> None:
+    admin = member(harness, "admin", permissions=ADMIN)
+    hidden = harness.discord.add_channel(name="hidden")
+    harness.discord.set_overwrite(
+        hidden, harness.discord.bot_member, deny=discord.Permissions(send_messages=True).value
+    )
+    answer = await configure(harness, admin, "moderation log-channel", channel=hidden)
+    assert "I can't post in" in answer.content
+    assert (await harness.bot.policy.get(harness.discord.guild.id)).mod_log_channel_id is None
+    visible = harness.discord.add_channel(name="visible")
+    assert "Mod log channel" in (await configure(harness, admin, "moderation log-channel", channel=visible)).content

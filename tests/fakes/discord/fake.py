@@ -276,8 +276,10 @@ class FakeDiscord:
     def set_overwrite(
         self, channel: FakeChannel, target: FakeRole | FakeMember | FakeUser, *, allow: int = 0, deny: int = 0
     ) -> None:
-        """Set a channel permission overwrite (e.g. deny the bot's role SEND_MESSAGES)."""
+        """Set a channel permission overwrite (e.g. deny the bot's role SEND_MESSAGES); the bot hears of it
+        through CHANNEL_UPDATE, as from Discord."""
         self.world.set_overwrite(channel, target, allow=allow, deny=deny)
+        self._announce("CHANNEL_UPDATE", channel.payload)
 
     def dm_channel(self, user: FakeUser) -> FakeChannel:
         return self.world.dm_channel(user)
