@@ -16,7 +16,7 @@ import discord
 from cogs._buttons import approval_view, result_view, status_view
 from cogs._modlog import ModLog, job_embed
 from cogs._render import result_embed, result_file
-from cogs._replies import NO_PINGS, token_rejected
+from cogs._replies import NO_PINGS, mentioning_only, token_rejected
 from core.i18n import t
 from core.images import DownloadedImage
 from core.jobs import DeliveryError, Job, JobState
@@ -38,10 +38,6 @@ def _carries(message: discord.Message, job_id: str) -> bool:
     return bool(message.attachments) and any(
         getattr(item, "custom_id", None) == result_button for row in message.components for item in row.children
     )
-
-
-def only_requester(job: Job) -> discord.AllowedMentions:
-    return discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
 
 
 class DiscordJobEvents:
@@ -189,7 +185,7 @@ class DiscordJobEvents:
             embed=embed,
             file=result_file(image),
             view=view,
-            allowed_mentions=only_requester(job),
+            allowed_mentions=mentioning_only(job.user_id),
         )
         if message_id is not None:
             await self._retire_status(job, message_id)
@@ -216,7 +212,7 @@ class DiscordJobEvents:
                 # Whatever Discord said, the requester must hear how the job ended: try the channel.
                 log.warning("could not edit the status of job %s (%s); writing to the channel", job.id, error)
         channel = self.bot.get_partial_messageable(job.channel_id)
-        await channel.send(f"<@{job.user_id}> {content}", allowed_mentions=only_requester(job))
+        await channel.send(f"<@{job.user_id}> {content}", allowed_mentions=mentioning_only(job.user_id))
         if job.reply.status_message_id is not None:
             await self._retire_status(job, job.reply.status_message_id)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from cogs._render import trim
+from cogs._replies import NO_PINGS, trim
 from core.i18n import language_for, t
 from core.jobs import Job
 from core.params import params_to_dict
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_PINGS = discord.AllowedMentions.none()
 COLOURS = {"done": discord.Colour.green(), "refused": discord.Colour.orange(), "settings": discord.Colour.blurple()}
 
 

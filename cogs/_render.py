@@ -6,7 +6,7 @@ import io
 
 import discord
 
-from cogs._replies import text
+from cogs._replies import text, trim
 from core.i18n import t
 from core.images import DownloadedImage
 from core.jobs import Job
@@ -14,10 +14,6 @@ from core.params import CharacterParams, DrawParams
 from core.quota import QuotaStatus
 
 PROMPT_SHOWN_CHARS = 1000  # an embed description holds 4096; keep the message compact
-
-
-def trim(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def result_embed(job: Job, image: DownloadedImage, quota: QuotaStatus) -> discord.Embed:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from core.i18n import language_for, t
+from core.jobs import TOKEN_SAFETY_MARGIN
 
 if TYPE_CHECKING:
     from bot import DoubaoBot
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()
-# Deliver through the channel a little before Discord's 15-minute token limit, not after it.
-TOKEN_SAFETY_MARGIN = timedelta(seconds=30)
 INVALID_WEBHOOK_TOKEN = 50027
 MESSAGE_LIMIT = 2000
 
@@ -54,6 +53,15 @@ def _display(value: Any) -> Any:
     return value
 
 
+def trim(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def mentioning_only(user_id: int) -> discord.AllowedMentions:
+    """For a message that must reach one member (a late answer): it pings them and nobody else."""
+    return discord.AllowedMentions(users=[discord.Object(user_id)], everyone=False, roles=False)
+
+
 def token_usable(interaction: discord.Interaction) -> bool:
     return discord.utils.utcnow() < interaction.expires_at - TOKEN_SAFETY_MARGIN
 
@@ -70,7 +78,7 @@ async def reply(interaction: discord.Interaction, content: str) -> None:
     the deferral's visibility, so checks that concern one user run before deferring). Token gone: a channel
     message that mentions the user only.
     """
-    content = content if len(content) <= MESSAGE_LIMIT else content[: MESSAGE_LIMIT - 1] + "…"
+    content = trim(content, MESSAGE_LIMIT)
     if not interaction.response.is_done():
         await interaction.response.send_message(content, ephemeral=True, allowed_mentions=NO_PINGS)
         return
@@ -97,7 +105,4 @@ async def _tell_in_channel(interaction: discord.Interaction, content: str) -> No
     if not isinstance(channel, discord.abc.Messageable):
         log.warning("cannot tell user %s: no channel to write to", interaction.user.id)
         return
-    await channel.send(
-        f"{interaction.user.mention} {content}",
-        allowed_mentions=discord.AllowedMentions(users=[interaction.user], everyone=False, roles=False),
-    )
+    await channel.send(f"{interaction.user.mention} {content}", allowed_mentions=mentioning_only(interaction.user.id))

@@ -10,8 +10,7 @@ from discord.ext import commands
 
 from cogs._buttons import ApprovalButton, JobButton
 from cogs._guards import require_guild
-from cogs._render import trim
-from cogs._replies import language_of, reply
+from cogs._replies import language_of, reply, trim
 from core.i18n import t
 from core.jobs import Job, JobState
 
@@ -58,7 +57,7 @@ class Jobs(commands.Cog):
             await reply(interaction, t(language, "history.empty"))
             return
         lines = "\n".join(history_line(job, language) for job in jobs)
-        await reply(interaction, trim(f"{t(language, 'history.title')}\n{lines}", 2000))
+        await reply(interaction, f"{t(language, 'history.title')}\n{lines}")
 
 
 async def setup(bot: DoubaoBot) -> None:

@@ -13,7 +13,7 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from cogs._guards import require_manage_guild
-from cogs._render import quota_text, trim
+from cogs._render import quota_text
 from cogs._replies import language_of, reply, text
 from core.blocklist import BUILTIN_TERMS, BlockEntry, InvalidPattern, validate
 from core.config import WATERMARK_POSITIONS, Watermark
@@ -309,7 +309,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         entries = [f"`{e.pattern}`" + (f" ({marker})" if e.is_regex else "") for e in policy.blocklist]
         builtin = on_off(interaction, policy.builtin_blocklist)
         summary = text(interaction, "settings.blocklist_list", builtin=builtin, count=len(BUILTIN_TERMS))
-        await reply(interaction, trim(summary + "\n" + ("\n".join(entries) or "-"), 2000))
+        await reply(interaction, summary + "\n" + ("\n".join(entries) or "-"))
 
     @blocklist.command(name="builtin", description="Use the small built-in list of refused words")
     @app_commands.describe(enabled="On or off")

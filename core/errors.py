@@ -26,7 +26,3 @@ class InvalidInput(UserFacingError):
 
 class QuotaExhausted(UserFacingError):
     """The user has no generations left in the current window."""
-
-
-class JobFailed(UserFacingError):
-    """A generation failed after its quota was reserved; the quota has been given back."""

@@ -366,10 +366,6 @@ class JobService:
         await self._queue.put(job.user_id, job.id)
         self._announce_positions()
 
-    def position(self, job_id: str) -> int | None:
-        order = self._queue.order()
-        return order.index(job_id) + 1 if job_id in order else None
-
     def _announce_positions(self) -> None:
         for index, job_id in enumerate(self._queue.order(), start=1):
             if self._announced.get(job_id) != index:
@@ -545,9 +541,6 @@ class JobService:
     async def wait_idle(self) -> None:
         """Returns once no job is queued or running (for tests and the benchmark)."""
         await self._idle.wait()
-
-    def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id) or self._pending.get(job_id)
 
     async def load(self, job_id: str) -> Job | None:
         """A job from this process or the database, whatever its state."""

@@ -40,7 +40,6 @@ class RecordedEvents:
     told: list[Job] = field(default_factory=list)
     fail_delivery: bool = False
     posted: dict[str, int] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     approval_requests: list[Job] = field(default_factory=list)
     decisions: list[tuple[str, str, int | None]] = field(default_factory=list)
     no_mod_channel: bool = False
@@ -52,12 +51,10 @@ class RecordedEvents:
         if self.fail_delivery:
             raise DeliveryError("Discord said no")
         self.delivered.append((job, image, quota))
-        self.changed.set()
         return 1000 + len(self.delivered)
 
     async def finished(self, job: Job) -> None:
         self.told.append(job)
-        self.changed.set()
 
     async def posted_result(self, job: Job) -> int | None:
         return self.posted.get(job.id)
