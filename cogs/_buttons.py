@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs._render import details_embed
-from cogs._replies import language_of, remember_server_language, text
+from cogs._replies import language_of, remember_server_language, text, use_server_language
 from cogs._submit import start_job
 from cogs._tree import explain_error
 from core.errors import UserFacingError
@@ -158,7 +158,7 @@ class ApprovalButton(
 
     async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
         try:
-            interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
+            await use_server_language(interaction)
             if not interaction.permissions.manage_messages:
                 raise UserFacingError("error.not_a_moderator")
             if self.action == "reject":
@@ -198,7 +198,7 @@ class RejectModal(discord.ui.Modal):
         self.add_item(self.reason)
 
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
-        interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
+        await use_server_language(interaction)
         reason = self.reason.value.strip() or None
         await interaction.response.defer(ephemeral=True, thinking=True)  # settling talks to Discord several times
         rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)

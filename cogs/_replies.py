@@ -34,6 +34,11 @@ def language_of(interaction: discord.Interaction) -> str:
     return language_for(interaction.locale.value, interaction.extras.get("server_language"), guild_locale)
 
 
+async def use_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
+    """Answers this interaction in the server's language (for admins and moderators, like the mod log)."""
+    interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
+
+
 async def remember_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
     """Reads the server's configured language once per interaction, for `language_of`."""
     if interaction.guild_id is not None and "server_language" not in interaction.extras:
