@@ -152,9 +152,9 @@ async def test_settings_and_mod_log_use_the_servers_language(harness: BotHarness
     english_user = person(harness, "en", "en-US")
     await outcome(await harness.draw(english_user, prompt="a river"))
     await harness.check_ledger()
-    await harness.discord.wait_for_channel_message(  # settings changes are logged after the admin is answered
-        log_channel, lambda m: t("zh-CN", "settings.quota_default", limit=4) in str(m.embeds), timeout=5
-    )
+    # Entries are written after the admin is answered and as the job ends: wait for each.
+    for expected in (t("zh-CN", "settings.quota_default", limit=4), "a river"):
+        await harness.discord.wait_for_channel_message(log_channel, lambda m, e=expected: e in str(m.embeds), timeout=5)
     entries = [str(message.embeds) for message in harness.discord.channel_messages(log_channel)]
     assert any(t("zh-CN", "modlog.change_title") in entry for entry in entries)
     job_entry = next(entry for entry in entries if "a river" in entry)

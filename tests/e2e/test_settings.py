@@ -190,9 +190,9 @@ async def test_mod_log_records_jobs_refusals_and_changes(harness: BotHarness) ->
     harness.api.default_response = FakeResponse.business_error(50411)
     await outcome(await harness.draw(alice, prompt="refused by the API"))
     await harness.check_ledger()
-    await harness.discord.wait_for_channel_message(  # settings changes are logged after the admin is answered
-        log_channel, lambda m: "9 generations a day" in embed_text(m), timeout=5
-    )
+    # Entries are written after the admin is answered and after the job settles: wait for each.
+    for expected in ("9 generations a day", "a lighthouse", "refused by the API"):
+        await harness.discord.wait_for_channel_message(log_channel, lambda m, e=expected: e in embed_text(m), timeout=5)
     entries = [embed_text(message) for message in mod_log(harness, log_channel)]
     changes = [entry for entry in entries if "Settings changed" in entry]
     assert any("9 generations a day" in entry and f"<@{admin.id}>" in entry for entry in changes)
