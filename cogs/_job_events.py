@@ -59,21 +59,16 @@ class DiscordJobEvents:
 
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         try:
-            message_id = await self.throttle.run_now(job.id, lambda: self._post_result(job, image, quota))
+            message_id = await self.throttle.finish(job.id, lambda: self._post_result(job, image, quota))
         except discord.HTTPException as error:
             raise DeliveryError(f"Discord refused the image: {error.status} {error.code}") from error
-        finally:
-            self.throttle.forget(job.id)
-        await self._log(replace(job, state=JobState.DONE, result_message_id=message_id), cost=1)
+        self.modlog.later(self._log(replace(job, state=JobState.DONE, result_message_id=message_id), cost=1))
         return message_id
 
     async def finished(self, job: Job) -> None:
         content = t(job.language, job.error or "error.unexpected", reason=job.note or "-")
-        try:
-            await self.throttle.run_now(job.id, lambda: self._tell(job, content))
-        finally:
-            self.throttle.forget(job.id)
-        await self._log(job, cost=0)
+        await self.throttle.finish(job.id, lambda: self._tell(job, content))
+        self.modlog.later(self._log(job, cost=0))
 
     async def _log(self, job: Job, *, cost: int) -> None:
         """The mod log is a record, not part of the job: its failure never fails a delivery."""

@@ -43,6 +43,7 @@ ENDPOINTS = {Command.DRAW: Endpoint.DRAW, Command.CHARACTER: Endpoint.CHARACTER}
 # Use the interaction token only while it has this much life left; after that, write to the channel.
 TOKEN_SAFETY_MARGIN = timedelta(seconds=30)
 MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
+ANNOUNCE_EXACTLY = 10  # queue positions up to this are shown exactly
 
 
 class JobState(StrEnum):
@@ -83,6 +84,7 @@ class JobRequest:
     language: str
     reply: ReplyTarget
     role_ids: frozenset[int] = frozenset()
+    quota_limit: int | None = None  # the limit found when the request was admitted; else looked up with role_ids
     needs_approval: bool = False
     approval_timeout: timedelta = timedelta(hours=1)
 
@@ -103,6 +105,7 @@ class Job:
     result_message_id: int | None = None
     approval_message_id: int | None = None
     approval_expires_at: datetime | None = None
+    quota_limit: int | None = None  # the requester's limit when they asked, shown under the image
     created_at: datetime | None = None
 
     @classmethod
@@ -129,6 +132,7 @@ class Job:
             result_message_id=row.result_message_id,
             approval_message_id=row.approval_message_id,
             approval_expires_at=_parse_time(row.approval_expires_at),
+            quota_limit=row.quota_limit,
             created_at=_parse_time(row.created_at),
         )
 
@@ -153,6 +157,7 @@ class Job:
             approval_message_id=self.approval_message_id,
             approval_expires_at=_format_time(self.approval_expires_at),
             upload_limit=self.reply.upload_limit,
+            quota_limit=self.quota_limit,
         )
 
 
@@ -189,6 +194,18 @@ class JobEvents(Protocol):
 
     async def approval_decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
         """Marks the moderators' request as approved, rejected or expired."""
+
+
+class _Slot:
+    """One API slot, given back exactly once."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+
+    def release(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+            self._semaphore = None
 
 
 class DeliveryError(Exception):
@@ -230,6 +247,7 @@ class JobService:
         self._announced: dict[str, int | None] = {}
         self._admission = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._accepting = False
         self._idle = asyncio.Event()
@@ -271,9 +289,15 @@ class JobService:
                 job.state = JobState.PENDING
                 job.approval_expires_at = self._clock() + request.approval_timeout
             window = self._quota.window()
-            limit = await self._quota.limit_for(guild_id=job.guild_id, user_id=job.user_id, role_ids=request.role_ids)
-            if not await self._store.create_job(job.to_row(), window=window.key, limit=limit.total):
-                raise exhausted(limit.total, window.resets_at)
+            limit = request.quota_limit
+            if limit is None:
+                found = await self._quota.limit_for(
+                    guild_id=job.guild_id, user_id=job.user_id, role_ids=request.role_ids
+                )
+                limit = found.total
+            job.quota_limit = limit
+            if not await self._store.create_job(job.to_row(), window=window.key, limit=limit):
+                raise exhausted(limit, window.resets_at)
             if job.state is JobState.PENDING:
                 self._pending[job.id] = job
             else:
@@ -367,8 +391,11 @@ class JobService:
         self._announce_positions()
 
     def _announce_positions(self) -> None:
+        """Tells each queued job its place: exactly near the front, in steps of ten further back (a long queue
+        would otherwise edit every status message each time a job starts)."""
         for index, job_id in enumerate(self._queue.order(), start=1):
-            if self._announced.get(job_id) != index:
+            announced = self._announced.get(job_id)
+            if announced != index and (announced is None or index <= ANNOUNCE_EXACTLY or index % 10 == 0):
                 self._announced[job_id] = index
                 self.events.progress(self._jobs[job_id], index)
 
@@ -388,46 +415,57 @@ class JobService:
         """Settles what a previous run left unfinished, then starts the workers and takes new jobs."""
         self._events = events
         await self._recover()
+        self._slots = asyncio.Semaphore(self.limits.max_concurrent)
         self._workers = [
-            asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self.limits.max_concurrent)
+            asyncio.create_task(self._dispatch(), name="job-dispatcher"),
+            asyncio.create_task(self._sweep_pending(), name="approval-sweeper"),
         ]
-        self._workers.append(asyncio.create_task(self._sweep_pending(), name="approval-sweeper"))
         self._accepting = True
 
-    async def _work(self) -> None:
+    async def _dispatch(self) -> None:
+        """Starts the next job in turn whenever an API slot is free (at most `max_concurrent` calls to 302.ai)."""
         while True:
-            job_id = await self._queue.get()
+            await self._slots.acquire()
+            slot = _Slot(self._slots)
+            try:
+                job_id = await self._queue.get()
+            except BaseException:
+                slot.release()
+                raise
             job = self._jobs.get(job_id)
             if job is None:
+                slot.release()
                 continue
             self._announce_positions()
-            # Its own task, so shutdown can wait for the job itself; cancelling the worker cancels it too.
-            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            task = asyncio.create_task(self._run(job, slot), name=f"job-{job.id}")
             self._running[job.id] = task
-            try:
-                await task
-            except Exception:
-                # A worker must outlive any one job, or the queue would stall with its credits reserved.
-                log.exception("job %s ended with an unexpected error", job.id)
-            finally:
-                self._running.pop(job.id, None)
-                self._jobs.pop(job.id, None)
-                self._announced.pop(job.id, None)
-                self._update_idle()
+            task.add_done_callback(lambda task, job_id=job.id: self._ran(job_id, task))
 
-    async def _run(self, job: Job) -> None:
+    def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+        self._jobs.pop(job_id, None)
+        self._announced.pop(job_id, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("job %s ended with an unexpected error", job_id, exc_info=error)
+        self._update_idle()
+
+    async def _run(self, job: Job, slot: _Slot) -> None:
+        """Generates holding an API slot, which is given back before the image is posted: posting (and Discord's
+        rate limits) never keeps the next job from starting."""
         try:
-            if not await self._store.update_job(job.id, expect=[JobState.QUEUED], state=JobState.RUNNING):
-                return
-            job.state = JobState.RUNNING
-            self.events.progress(job, None)
-            image = await self._generate(job)
+            try:
+                if not await self._store.update_job(job.id, expect=[JobState.QUEUED], state=JobState.RUNNING):
+                    return
+                job.state = JobState.RUNNING
+                self.events.progress(job, None)
+                image = await self._generate(job)
+            finally:
+                slot.release()
             if not await self._store.update_job(job.id, expect=[JobState.RUNNING], state=JobState.DELIVERING):
                 log.warning("job %s was settled while it ran; not posting it", job.id)
                 return
             job.state = JobState.DELIVERING
-            status = await self._quota.status(guild_id=job.guild_id, user_id=job.user_id)
-            message_id = await self.events.deliver(job, image, status)
+            message_id = await self.events.deliver(job, image, await self._quota_after(job))
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(job, JobState.FAILED, error="error.restarting"))
             raise
@@ -435,6 +473,14 @@ class JobService:
             await asyncio.shield(self._finish(job, JobState.FAILED, error=_error_key(exc)))
             return
         await asyncio.shield(self._finish(job, JobState.DONE, result_message_id=message_id))
+
+    async def _quota_after(self, job: Job) -> QuotaStatus:
+        """What the requester has left, this job counted, with the limit they had when they asked."""
+        if job.quota_limit is None:  # a job stored before limits travelled with jobs
+            return await self._quota.status(guild_id=job.guild_id, user_id=job.user_id)
+        window = self._quota.window()
+        used = await self._store.used_quota(guild_id=job.guild_id, user_id=job.user_id, window=window.key)
+        return QuotaStatus(limit=job.quota_limit, used=used, resets_at=window.resets_at)
 
     async def _generate(self, job: Job) -> DownloadedImage:
         started = time.monotonic()
@@ -519,16 +565,19 @@ class JobService:
         for job_id in self._queue.drain():
             job = self._jobs.pop(job_id)
             await self._finish(job, JobState.FAILED, error="error.restarting")
-        running = set(self._running.values())
-        if running:
-            log.info("waiting up to %ss for %d running jobs", self.limits.shutdown_grace, len(running))
-            await asyncio.wait(running, timeout=self.limits.shutdown_grace)
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._workers = []
+        running = set(self._running.values())
+        if running:
+            log.info("waiting up to %ss for %d running jobs", self.limits.shutdown_grace, len(running))
+            await asyncio.wait(running, timeout=self.limits.shutdown_grace)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
         for job_id in self._queue.drain():  # anything queued meanwhile is settled too
             job = self._jobs.pop(job_id)
             await self._finish(job, JobState.FAILED, error="error.restarting")

@@ -1,4 +1,8 @@
-"""At most one edit per message every few seconds; a newer status replaces one still waiting."""
+"""At most one edit per message every few seconds; a newer status replaces one still waiting.
+
+The last word on a message (the image, or why the job failed) never waits for the interval: `finish` drops a
+waiting edit and only lets one already sent complete, so it cannot land on top of the final message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 log = logging.getLogger(__name__)
@@ -20,8 +24,8 @@ Action = Callable[[], Awaitable[object]]
 class _Slot:
     last: float = -math.inf
     pending: Action | None = None
-    task: asyncio.Task[None] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None  # waits for the interval, then sends `pending`
+    in_flight: asyncio.Future[object] | None = None  # an edit already sent
 
 
 class EditThrottle:
@@ -37,37 +41,34 @@ class EditThrottle:
         if slot.task is None or slot.task.done():
             slot.task = asyncio.create_task(self._drain(slot), name=f"throttle-{key}")
 
-    async def run_now(self, key: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Runs `action` as soon as `key` is allowed an edit, dropping any waiting one; returns its result."""
-        slot = self._slots.setdefault(key, _Slot())
-        slot.pending = None
-        async with slot.lock:
-            await self._wait_turn(slot)
-            try:
-                return await action()
-            finally:
-                slot.last = self._clock()
+    async def finish(self, key: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Runs the final `action` for `key` now, whatever the interval says, and forgets the key.
 
-    def forget(self, key: str) -> None:
+        A waiting edit is dropped; an edit already on its way is let finish first (milliseconds, not the interval),
+        so that it cannot overwrite the final message.
+        """
         slot = self._slots.pop(key, None)
         if slot is not None:
             slot.pending = None
+            if slot.in_flight is not None:
+                await asyncio.wait([slot.in_flight])
+            if slot.task is not None:
+                slot.task.cancel()
+        return await action()
 
     async def _drain(self, slot: _Slot) -> None:
         while slot.pending is not None:
-            async with slot.lock:
-                await self._wait_turn(slot)
-                action, slot.pending = slot.pending, None
-                if action is None:
-                    return
-                try:
-                    await action()
-                except Exception:
-                    log.warning("a status edit failed", exc_info=True)
-                finally:
-                    slot.last = self._clock()
-
-    async def _wait_turn(self, slot: _Slot) -> None:
-        wait = slot.last + self.interval - self._clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
+            wait = slot.last + self.interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            action, slot.pending = slot.pending, None
+            if action is None:
+                return
+            slot.in_flight = asyncio.ensure_future(action())
+            try:
+                await asyncio.shield(slot.in_flight)
+            except Exception:
+                log.warning("a status edit failed", exc_info=True)
+            finally:
+                slot.last = self._clock()
+                slot.in_flight = None

@@ -65,12 +65,47 @@ async def test_positions_move_and_edits_are_throttled(tmp_path: Path) -> None:
         await outcome(last, timeout=15)
         message = last.message
         assert message is not None
+        # Status edits keep the interval; the image itself (the last edit) does not wait for it.
         times = [edit["edited_at"] for edit in message.edits if edit["edited_at"] is not None]
-        times.append(message.edited_at)
         gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
         assert gaps and min(gaps) >= 0.35, gaps
         positions = [edit["content"] for edit in message.edits if edit["content"].startswith("⏳")]
         assert positions[0].startswith("⏳") and "position 3" in positions[0]
+        await harness.check_ledger()
+
+
+async def test_the_image_is_posted_while_the_throttle_would_still_forbid_an_edit(tmp_path: Path) -> None:
+    # A status edit may come once a minute; the image must not wait for that minute.
+    env = SLOW | {"STATUS_EDIT_INTERVAL_SECONDS": "60"}
+    async with running_harness(tmp_path, env=env) as harness:
+        slow_api(harness, 0.5)
+        record = await harness.draw(member(harness, "alice"))
+        result = await outcome(record, timeout=10)
+        assert result.attachments and not is_status(result)
+        # A status edit was made (the one allowed this minute), and the image came after it all the same.
+        assert any(edit["content"][:1] in ("⏳", "🎨") for edit in result.edits), result.edits
+        await harness.check_ledger()
+
+
+async def test_a_slow_discord_does_not_hold_the_api_slot(tmp_path: Path) -> None:
+    # One API slot; posting the first image is slow (a rate-limited Discord): the second job is generated meanwhile.
+    async with running_harness(tmp_path, env=SLOW) as harness:
+        first = await harness.draw(member(harness, "first"), prompt="first")
+        # Every edit of the first job's message is answered "429, retry after 3 s" for a while.
+        await first.wait_for_ack()
+        harness.discord.rate_limit_next(
+            lambda request: (
+                request.method == "PATCH"
+                and f"/webhooks/{harness.discord.application_id}/{first.token}/" in request.path
+            ),
+            retry_after=3.0,
+            times=3,
+        )
+        second = await harness.draw(member(harness, "second"), prompt="second")
+        await asyncio.sleep(1.5)
+        assert [request.json["prompt"] for request in harness.api.requests] == ["first", "second"]
+        assert not (first.message and first.message.attachments)  # the first image is still on its way
+        assert (await outcome(first, timeout=10)).attachments and (await outcome(second, timeout=10)).attachments
         await harness.check_ledger()
 
 
