@@ -19,6 +19,7 @@ from cogs._job_events import DiscordJobEvents
 from cogs._modlog import ModLog
 from cogs._translator import CatalogueTranslator
 from cogs._tree import BotTree
+from core.admission import AdmissionGate
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
 from core.jobs import JobLimits, JobService
@@ -36,7 +37,14 @@ class DoubaoBot(commands.Bot):
     """The Discord side: holds the services the cogs call, loads the cogs, keeps the commands in sync."""
 
     def __init__(
-        self, *, settings: Settings, store: Store, policy: PolicyService, quota: QuotaService, jobs: JobService
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        policy: PolicyService,
+        quota: QuotaService,
+        gate: AdmissionGate,
+        jobs: JobService,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -49,6 +57,7 @@ class DoubaoBot(commands.Bot):
         self.store = store
         self.policy = policy
         self.quota = quota
+        self.gate = gate
         self.jobs = jobs
         self.modlog = ModLog(self)
 
@@ -99,7 +108,7 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         backoff_base=settings.api_retry_backoff,
     )
     policy = PolicyService(store)
-    quota = QuotaService(store, policy, daily_limit=settings.daily_quota)
+    quota = QuotaService(store, daily_limit=settings.daily_quota)
     jobs = JobService(
         store=store,
         quota=quota,
@@ -114,7 +123,8 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
             approval_sweep_interval=settings.approval_sweep_interval,
         ),
     )
-    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, jobs=jobs)
+    gate = AdmissionGate(store, quota)
+    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, gate=gate, jobs=jobs)
 
 
 async def run(settings: Settings) -> None:

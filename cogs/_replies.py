@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from core.i18n import language_for, t
+from core.i18n import is_served, language_for, t
 from core.jobs import TOKEN_SAFETY_MARGIN
 
 if TYPE_CHECKING:
@@ -40,7 +40,10 @@ async def use_server_language(interaction: discord.Interaction[DoubaoBot]) -> No
 
 
 async def remember_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
-    """Reads the server's configured language once per interaction, for `language_of`."""
+    """Reads the server's configured language once per interaction, for `language_of`; not needed (and not read)
+    when the bot speaks the member's own language."""
+    if is_served(interaction.locale.value):
+        return
     if interaction.guild_id is not None and "server_language" not in interaction.extras:
         policy = await interaction.client.policy.get(interaction.guild_id)
         interaction.extras["server_language"] = policy.language

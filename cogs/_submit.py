@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import discord
@@ -41,19 +40,16 @@ def requester_of(interaction: discord.Interaction) -> Requester:
 async def start_job(interaction: discord.Interaction[DoubaoBot], command: Command, params: Params) -> Job:
     """Checks what can be said privately, defers well inside Discord's 3 s, then queues the job.
 
-    The server's policy, the quota and the queue limits are checked first, so a refusal is private and costs
-    nothing. The deferred "thinking" message becomes the job's status message.
+    The server's policy, the quota and the queue limits are checked first (one read of the store), so a refusal
+    is private and costs nothing. The deferred "thinking" message becomes the job's status message.
     """
     bot = interaction.client
     who = requester_of(interaction)
     missing = missing_channel_permissions(interaction)
     if missing:
         raise UserFacingError("error.missing_permissions", permissions=", ".join(missing))
-    last = await bot.store.last_request_at(guild_id=who.guild_id, user_id=who.user_id)
     try:
-        admission = await bot.policy.admit(
-            who, params, last_request_at=datetime.fromisoformat(last) if last else None, now=utc_now()
-        )
+        admitted = await bot.gate.admit(who, params, now=utc_now())
     except PolicyRefusal as refusal:
         if refusal.logged:
             # In the background: the member's answer must not wait for a busy mod-log channel.
@@ -68,26 +64,30 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
                 )
             )
         raise
-    await bot.quota.check(guild_id=who.guild_id, user_id=who.user_id, role_ids=who.role_ids)
+    interaction.extras.setdefault("server_language", admitted.policy.language)
     bot.jobs.check_admission(who.user_id)
-    await interaction.response.defer(thinking=True)
-    status = await interaction.original_response()
+    callback = await interaction.response.defer(thinking=True)
+    status_id = callback.message_id if callback is not None else None
+    if status_id is None:  # a Discord that did not say which message the deferral made
+        status_id = (await interaction.original_response()).id
     reply = ReplyTarget(
         application_id=interaction.application_id,
         token=interaction.token,
         token_expires_at=interaction.expires_at,
-        status_message_id=status.id,
+        status_message_id=status_id,
         upload_limit=interaction.filesize_limit,
     )
+    admission = admitted.admission
     request = JobRequest(
         command=command,
         params=admission.params,
         guild_id=who.guild_id,
-        channel_id=who.channel_id or status.channel.id,
+        channel_id=who.channel_id,
         user_id=who.user_id,
         language=language_of(interaction),
         reply=reply,
         role_ids=who.role_ids,
+        quota_limit=admitted.quota.limit,
         needs_approval=admission.needs_approval,
         approval_timeout=admission.approval_timeout,
     )

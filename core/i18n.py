@@ -19,13 +19,22 @@ LANGUAGES = ("en", "zh-CN")
 def language_for(*locales: str | None) -> str:
     """The first supported language among Discord locales such as 'zh-CN', 'zh-TW', 'en-US'; else English."""
     for locale in locales:
-        if not locale:
-            continue
-        if locale.startswith("zh"):
-            return "zh-CN"
-        if locale.startswith("en"):
-            return "en"
+        if locale and (language := _served(locale)):
+            return language
     return DEFAULT_LANGUAGE
+
+
+def is_served(locale: str | None) -> bool:
+    """Whether the bot speaks this Discord locale (so no fallback needs to be looked up)."""
+    return bool(locale) and _served(locale or "") is not None
+
+
+def _served(locale: str) -> str | None:
+    if locale.startswith("zh"):
+        return "zh-CN"
+    if locale.startswith("en"):
+        return "en"
+    return None
 
 
 @cache

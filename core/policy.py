@@ -1,7 +1,8 @@
 """Per-server policy that admins manage from Discord: where, who, how much and what may be generated.
 
 Stored as one JSON document per guild (scalars and short lists) plus rows for what grows (bans, personal
-limits, grants). Read from the store on every request, so a change takes effect at once, in every process.
+limits, grants). Read from the store on every request, so a change takes effect at once, in every process; only
+the compiled blocklist is cached, keyed by the list itself, so a changed list is compiled afresh.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from core.blocklist import BlockEntry, Blocklist
@@ -75,6 +77,11 @@ class GuildPolicy:
             known["approval_mode"] = ApprovalMode(known["approval_mode"])
         return cls(**known)
 
+    @classmethod
+    def from_settings(cls, data: dict[str, Any] | None) -> GuildPolicy:
+        """The policy stored for a guild, or the defaults when it has none."""
+        return cls.from_dict(data) if data else cls()
+
     def needs_approval(self, role_ids: frozenset[int]) -> bool:
         if self.approval_mode is ApprovalMode.ALL:
             return True
@@ -106,8 +113,7 @@ class PolicyService:
         self._writes = asyncio.Lock()
 
     async def get(self, guild_id: int) -> GuildPolicy:
-        data = await self._store.get_guild_settings(guild_id)
-        return GuildPolicy.from_dict(data) if data else GuildPolicy()
+        return GuildPolicy.from_settings(await self._store.get_guild_settings(guild_id))
 
     async def update(self, guild_id: int, **changes: Any) -> GuildPolicy:
         """Sets fields; a callable value is given the field's current value and returns the new one, so that
@@ -123,42 +129,61 @@ class PolicyService:
 
     async def admit(
         self, requester: Requester, params: Params, *, last_request_at: datetime | None, now: datetime
-    ) -> tuple[Params, bool]:
-        """Applies the server's rules to a request before anything is spent.
-
-        Returns the params to use (sizes fitted to the server's maximum, its watermark) and whether a
-        moderator must approve; raises PolicyRefusal otherwise.
-        """
+    ) -> Admission:
+        """Reads the server's policy and the requester's ban, then `decide`s."""
         policy = await self.get(requester.guild_id)
-        ban = await self._store.get_ban(requester.guild_id, requester.user_id)
-        if ban is not None:
-            raise PolicyRefusal("error.banned")
-        if policy.allowed_channels and requester.channel_id not in policy.allowed_channels:
-            channels = ", ".join(f"<#{channel}>" for channel in policy.allowed_channels)
-            raise PolicyRefusal("error.channel_not_allowed", channels=channels)
-        if isinstance(params, CharacterParams) and not policy.character_enabled:
-            raise PolicyRefusal("error.character_disabled")
-        if params.upscale and not policy.upscale_enabled:
-            raise PolicyRefusal("error.upscale_disabled")
-        if params.steps > policy.max_steps:
-            raise PolicyRefusal("error.too_many_steps", limit=policy.max_steps)
-        blocked = Blocklist(policy.blocklist, include_builtin=policy.builtin_blocklist).first_match(params.prompt)
-        if blocked is not None:
-            log.info("prompt of user %s in guild %s blocked", requester.user_id, requester.guild_id)
-            raise PolicyRefusal("error.prompt_blocked", logged=True, entry=blocked.pattern)
-        if policy.cooldown_seconds and last_request_at is not None:
-            wait = policy.cooldown_seconds - (now - last_request_at).total_seconds()
-            if wait > 0:
-                raise PolicyRefusal("error.cooldown", seconds=int(wait) + 1)
-        width, height = scale_to_fit(params.width, params.height, policy.max_side)
-        adjusted = replace(params, width=width, height=height)
-        if policy.watermark is not None:
-            adjusted = replace(adjusted, watermark=policy.watermark)
-        return Admission(
-            params=adjusted,
-            needs_approval=policy.needs_approval(requester.role_ids),
-            approval_timeout=timedelta(minutes=policy.approval_timeout_minutes),
-        )
+        banned = await self._store.get_ban(requester.guild_id, requester.user_id) is not None
+        return decide(policy, requester, params, banned=banned, last_request_at=last_request_at, now=now)
+
+
+def decide(
+    policy: GuildPolicy,
+    requester: Requester,
+    params: Params,
+    *,
+    banned: bool,
+    last_request_at: datetime | None,
+    now: datetime,
+) -> Admission:
+    """Applies the server's rules to a request before anything is spent.
+
+    Returns the params to use (sizes fitted to the server's maximum, its watermark) and whether a moderator
+    must approve; raises PolicyRefusal otherwise.
+    """
+    if banned:
+        raise PolicyRefusal("error.banned")
+    if policy.allowed_channels and requester.channel_id not in policy.allowed_channels:
+        channels = ", ".join(f"<#{channel}>" for channel in policy.allowed_channels)
+        raise PolicyRefusal("error.channel_not_allowed", channels=channels)
+    if isinstance(params, CharacterParams) and not policy.character_enabled:
+        raise PolicyRefusal("error.character_disabled")
+    if params.upscale and not policy.upscale_enabled:
+        raise PolicyRefusal("error.upscale_disabled")
+    if params.steps > policy.max_steps:
+        raise PolicyRefusal("error.too_many_steps", limit=policy.max_steps)
+    blocked = compiled_blocklist(policy.blocklist, policy.builtin_blocklist).first_match(params.prompt)
+    if blocked is not None:
+        log.info("prompt of user %s in guild %s blocked", requester.user_id, requester.guild_id)
+        raise PolicyRefusal("error.prompt_blocked", logged=True, entry=blocked.pattern)
+    if policy.cooldown_seconds and last_request_at is not None:
+        wait = policy.cooldown_seconds - (now - last_request_at).total_seconds()
+        if wait > 0:
+            raise PolicyRefusal("error.cooldown", seconds=int(wait) + 1)
+    width, height = scale_to_fit(params.width, params.height, policy.max_side)
+    adjusted = replace(params, width=width, height=height)
+    if policy.watermark is not None:
+        adjusted = replace(adjusted, watermark=policy.watermark)
+    return Admission(
+        params=adjusted,
+        needs_approval=policy.needs_approval(requester.role_ids),
+        approval_timeout=timedelta(minutes=policy.approval_timeout_minutes),
+    )
+
+
+@lru_cache(maxsize=1024)
+def compiled_blocklist(entries: tuple[BlockEntry, ...], include_builtin: bool) -> Blocklist:
+    """A server's blocklist, compiled (and its regexes checked) once per distinct list, not on every request."""
+    return Blocklist(entries, include_builtin=include_builtin)
 
 
 def adding(item: Any) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:

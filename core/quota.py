@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from core.errors import QuotaExhausted
-from core.policy import PolicyService
-from storage.base import Store
+from core.policy import GuildPolicy
+from storage.base import MemberRecord, Store
 
 Clock = Callable[[], datetime]
 
@@ -58,21 +58,20 @@ class QuotaService:
     """What a member may spend: personal limit, else the highest of their roles', else the server's, else the
     bot's default; plus one-off grants for the day. Reservations are made with the job (core/jobs.py)."""
 
-    def __init__(self, store: Store, policy: PolicyService, *, daily_limit: int, clock: Clock = utc_now) -> None:
+    def __init__(self, store: Store, *, daily_limit: int, clock: Clock = utc_now) -> None:
         self._store = store
-        self._policy = policy
         self._daily_limit = daily_limit
         self._clock = clock
 
     def window(self) -> QuotaWindow:
         return QuotaWindow.daily(self._clock())
 
-    async def limit_for(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaLimit:
-        granted = await self._store.granted_quota(guild_id=guild_id, user_id=user_id, window=self.window().key)
-        personal = await self._store.get_user_limit(guild_id, user_id)
+    def limit_from(
+        self, policy: GuildPolicy, *, personal: int | None, granted: int, role_ids: frozenset[int]
+    ) -> QuotaLimit:
+        """The rule itself, on values already read."""
         if personal is not None:
             return QuotaLimit(personal, "user", granted=granted)
-        policy = await self._policy.get(guild_id)
         role_limits = [(limit, role) for role, limit in policy.role_limits.items() if role in role_ids]
         if role_limits:
             limit, role = max(role_limits)
@@ -81,11 +80,21 @@ class QuotaService:
             return QuotaLimit(policy.daily_quota, "server", granted=granted)
         return QuotaLimit(self._daily_limit, "default", granted=granted)
 
+    def status_from(
+        self, record: MemberRecord, policy: GuildPolicy, *, role_ids: frozenset[int] = frozenset()
+    ) -> QuotaStatus:
+        """The member's quota from one `Store.member_record` read (made for the current window)."""
+        limit = self.limit_from(policy, personal=record.personal_limit, granted=record.granted, role_ids=role_ids)
+        return QuotaStatus(limit=limit.total, used=record.used, resets_at=self.window().resets_at, origin=limit)
+
+    async def limit_for(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaLimit:
+        record = await self._store.member_record(guild_id=guild_id, user_id=user_id, window=self.window().key)
+        policy = GuildPolicy.from_settings(record.guild_settings)
+        return self.limit_from(policy, personal=record.personal_limit, granted=record.granted, role_ids=role_ids)
+
     async def status(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaStatus:
-        window = self.window()
-        used = await self._store.used_quota(guild_id=guild_id, user_id=user_id, window=window.key)
-        limit = await self.limit_for(guild_id=guild_id, user_id=user_id, role_ids=role_ids)
-        return QuotaStatus(limit=limit.total, used=used, resets_at=window.resets_at, origin=limit)
+        record = await self._store.member_record(guild_id=guild_id, user_id=user_id, window=self.window().key)
+        return self.status_from(record, GuildPolicy.from_settings(record.guild_settings), role_ids=role_ids)
 
     async def check(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaStatus:
         """Raises QuotaExhausted when nothing is left; a cheap early answer, the reservation still decides."""

@@ -1,4 +1,4 @@
-"""The storage interface the rest of the bot sees. SQLite fills it today; PostgreSQL can later."""
+"""The storage interface the rest of the bot sees."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class JobRow:
     approval_message_id: int | None = None
     approval_expires_at: str | None = None  # ISO 8601, UTC; for 'pending' jobs
     upload_limit: int = 10 * 1024 * 1024
+    quota_limit: int | None = None  # the requester's daily limit when they asked (roles and grants included)
     created_at: str = ""
     updated_at: str = ""
     finished_at: str | None = None
@@ -47,6 +48,18 @@ class BanRow:
     reason: str | None
     banned_by: int
     created_at: str
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """What a request needs to know about a member in a guild, read in one go."""
+
+    guild_settings: dict[str, Any] | None
+    banned: bool
+    personal_limit: int | None
+    granted: int  # in the window asked about
+    used: int  # reserved or committed in that window
+    last_request_at: str | None  # ISO 8601
 
 
 class Store(Protocol):
@@ -95,6 +108,10 @@ class Store(Protocol):
     async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
         """When the user last asked for a generation in the guild (ISO 8601), from the usage rows, which
         /forget-me keeps for the current day."""
+        ...
+
+    async def member_record(self, *, guild_id: int, user_id: int, window: str) -> MemberRecord:
+        """The guild's settings and the member's ban, limit, grants, usage in `window` and last request."""
         ...
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow
+from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow, MemberRecord
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,10 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  TEXT NOT NULL,
         PRIMARY KEY (guild_id, user_id)
     );
+    """,
+    # v4: the requester's daily limit travels with the job, so the image shows the same limit as /quota.
+    """
+    ALTER TABLE jobs ADD COLUMN quota_limit INTEGER;
     """,
 )
 
@@ -300,6 +304,31 @@ class SQLiteStore:
         async with self._db.execute(query, (guild_id, user_id)) as cursor:
             row = await cursor.fetchone()
         return row[0] if row else None
+
+    async def member_record(self, *, guild_id: int, user_id: int, window: str) -> MemberRecord:
+        query = """
+            SELECT (SELECT settings FROM guild_settings WHERE guild_id = :guild),
+                   EXISTS (SELECT 1 FROM bans WHERE guild_id = :guild AND user_id = :user),
+                   (SELECT daily_limit FROM user_limits WHERE guild_id = :guild AND user_id = :user),
+                   (SELECT COALESCE(SUM(amount), 0) FROM quota_grants
+                    WHERE guild_id = :guild AND user_id = :user AND period = :window),
+                   (SELECT COUNT(*) FROM quota_ledger
+                    WHERE guild_id = :guild AND user_id = :user AND period = :window
+                      AND state IN ('reserved', 'committed')),
+                   (SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = :guild AND user_id = :user)
+        """
+        async with self._db.execute(query, {"guild": guild_id, "user": user_id, "window": window}) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        settings, banned, personal, granted, used, last = row
+        return MemberRecord(
+            guild_settings=json.loads(settings) if settings else None,
+            banned=bool(banned),
+            personal_limit=personal,
+            granted=int(granted),
+            used=int(used),
+            last_request_at=last,
+        )
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
         async with self._db.execute(

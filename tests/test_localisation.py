@@ -91,7 +91,7 @@ def test_no_user_visible_text_is_written_in_the_code() -> None:
 
 @pytest.fixture
 async def tree() -> app_commands.CommandTree:
-    bot = bot_module.DoubaoBot(settings=None, store=None, policy=None, quota=None, jobs=None)  # type: ignore[arg-type]
+    bot = bot_module.DoubaoBot(settings=None, store=None, policy=None, quota=None, gate=None, jobs=None)  # type: ignore[arg-type]
     for extension in bot_module.EXTENSIONS:
         await bot.load_extension(extension)
     return bot.tree

@@ -21,7 +21,6 @@ from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
 from core.jobs import DeliveryError, Job, JobLimits, JobRequest, JobService, JobState, ReplyTarget, rerolled
 from core.params import CharacterParams, Command, DrawParams
-from core.policy import PolicyService
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse, make_png
@@ -99,7 +98,7 @@ def make_service(api: FakeDoubao, store: Store, session: aiohttp.ClientSession) 
         )
         return JobService(
             store=store,
-            quota=QuotaService(store, PolicyService(store), daily_limit=daily_limit),
+            quota=QuotaService(store, daily_limit=daily_limit),
             client=client,
             session=session,
             extras=ApiExtras(),
@@ -229,7 +228,7 @@ async def test_api_calls_in_flight_are_bounded(service, api) -> None:
     assert api.max_in_flight == 2
 
 
-async def test_round_robin_serves_b_before_as_third(make_service, events, api) -> None:
+async def test_round_robin_serves_a_newcomer_right_after_the_running_job(make_service, events, api) -> None:
     service = make_service(daily_limit=20, max_concurrent=1, max_per_user=10)
     await service.start(events)
     api.default_response = lambda _payload: FakeResponse.delay(0.05, then=FakeResponse.success_urls())
@@ -238,8 +237,31 @@ async def test_round_robin_serves_b_before_as_third(make_service, events, api) -
     await service.submit(draw("B0", user=2))
     await service.wait_idle()
     order = [request.json["prompt"] for request in api.requests]
-    assert order.index("B0") < order.index("A2")
-    assert order == ["A0", "A1", "B0", "A2", "A3", "A4", "A5"]
+    assert order == ["A0", "B0", "A1", "A2", "A3", "A4", "A5"]
+    await service.shutdown()
+
+
+async def test_newcomer_after_a_heavy_user_whose_first_job_is_running_is_second(make_service, events, api) -> None:
+    service = make_service(daily_limit=20, max_concurrent=1, max_per_user=10)
+    await service.start(events)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_payload):
+        started.set()
+        await release.wait()
+        return FakeResponse.success_urls()
+
+    api.default_response = held
+    await service.submit(draw("A0", user=1))
+    await started.wait()  # A0 is with the API, the queue is empty
+    for n in range(1, 5):
+        await service.submit(draw(f"A{n}", user=1))
+    await service.submit(draw("B0", user=2))
+    await service.submit(draw("C0", user=3))
+    release.set()
+    await service.wait_idle()
+    order = [request.json["prompt"] for request in api.requests]
+    assert order == ["A0", "B0", "C0", "A1", "A2", "A3", "A4"]
     await service.shutdown()
 
 
@@ -547,7 +569,7 @@ async def test_the_sweeper_cannot_refund_a_job_approved_meanwhile(api, store, se
     client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=5, max_attempts=1)
     service = JobService(
         store=store,
-        quota=QuotaService(store, PolicyService(store), daily_limit=5),
+        quota=QuotaService(store, daily_limit=5),
         client=client,
         session=session,
         extras=ApiExtras(),

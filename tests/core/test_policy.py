@@ -143,7 +143,7 @@ async def test_approval_modes(policy: PolicyService) -> None:
 
 
 async def test_quota_limit_sources(policy: PolicyService, store: Store) -> None:
-    quota = QuotaService(store, policy, daily_limit=20, clock=lambda: NOW)
+    quota = QuotaService(store, daily_limit=20, clock=lambda: NOW)
     limit = await quota.limit_for(guild_id=GUILD, user_id=USER)
     assert (limit.total, limit.source) == (20, "default")
     await policy.update(GUILD, daily_quota=8)

@@ -22,8 +22,16 @@ API_KEY = "sk-e2e-secret-api-key-0123456789abcdef"
 class BotHarness:
     """Starts, stops and restarts the real bot on the same database; the fakes outlive restarts."""
 
-    def __init__(self, discord: FakeDiscord, api: FakeDoubao, database: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        discord: FakeDiscord,
+        api: FakeDoubao,
+        database: Path,
+        env: dict[str, str],
+        wrap_store: Callable[[Store], Store] | None = None,
+    ) -> None:
         self.discord = discord
+        self.wrap_store = wrap_store
         self.api = api
         self.database = database
         self.settings: Settings = load_settings(
@@ -51,6 +59,8 @@ class BotHarness:
         try:
             session = await stack.enter_async_context(aiohttp.ClientSession())
             self.store = await stack.enter_async_context(open_store(self.settings.database_url))
+            if self.wrap_store is not None:
+                self.store = self.wrap_store(self.store)
             self.bot = build_bot(self.settings, session, self.store)
             await stack.enter_async_context(self.discord.running(self.bot))
         except BaseException:
@@ -101,14 +111,16 @@ async def running_harness(
     *,
     env: dict[str, str] | None = None,
     env_for: Callable[[FakeDiscord], dict[str, str]] | None = None,
+    wrap_store: Callable[[Store], Store] | None = None,
     **discord_options: Any,
 ) -> AsyncIterator[BotHarness]:
-    """A started bot; `env` adds settings, `env_for` settings that name things in the fake Discord."""
+    """A started bot; `env` adds settings, `env_for` settings that name things in the fake Discord, `wrap_store`
+    puts something (a call counter) between the bot and its store."""
     async with FakeDoubao(api_key=API_KEY) as api:
         discord = FakeDiscord(**discord_options)
         await discord.start()
         settings = (env or {}) | (env_for(discord) if env_for else {})
-        harness = BotHarness(discord, api, tmp_path / "data" / "bot.sqlite3", settings)
+        harness = BotHarness(discord, api, tmp_path / "data" / "bot.sqlite3", settings, wrap_store)
         try:
             await harness.start()
             await discord.wait_for_commands_synced()
