@@ -22,7 +22,8 @@ from cogs._tree import BotTree
 from core.admission import AdmissionGate
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
-from core.jobs import JobLimits, JobService
+from core.job import JobLimits
+from core.jobs import JobService
 from core.policy import PolicyService
 from core.quota import QuotaService
 from storage import Store, open_store
@@ -123,7 +124,7 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
             approval_sweep_interval=settings.approval_sweep_interval,
         ),
     )
-    gate = AdmissionGate(store, quota)
+    gate = AdmissionGate(store, quota, jobs)
     return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, gate=gate, jobs=jobs)
 
 

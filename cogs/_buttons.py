@@ -16,7 +16,7 @@ from cogs._submit import start_job
 from cogs._tree import explain_error
 from core.errors import UserFacingError
 from core.i18n import t
-from core.jobs import Job, rerolled, reusable_params
+from core.job import Job, rerolled, reusable_params
 from core.params import MAX_PROMPT_CHARS, CharacterParams, Command, clean_prompt
 
 if TYPE_CHECKING:

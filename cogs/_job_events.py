@@ -19,7 +19,7 @@ from cogs._render import result_embed, result_file
 from cogs._replies import NO_PINGS, mentioning_only, token_rejected
 from core.i18n import t
 from core.images import DownloadedImage
-from core.jobs import DeliveryError, Job, JobState
+from core.job import DeliveryError, Job, JobState
 from core.quota import QuotaStatus, utc_now
 from core.throttle import EditThrottle
 

@@ -11,7 +11,7 @@ import discord
 
 from cogs._replies import NO_PINGS, trim
 from core.i18n import language_for, t
-from core.jobs import Job
+from core.job import Job
 from core.params import params_to_dict
 from core.policy import GuildPolicy
 

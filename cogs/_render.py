@@ -9,7 +9,7 @@ import discord
 from cogs._replies import text, trim
 from core.i18n import t
 from core.images import DownloadedImage
-from core.jobs import Job
+from core.job import Job
 from core.params import CharacterParams, DrawParams
 from core.quota import QuotaStatus
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from core.i18n import is_served, language_for, t
-from core.jobs import TOKEN_SAFETY_MARGIN
+from core.job import TOKEN_SAFETY_MARGIN
 
 if TYPE_CHECKING:
     from bot import DoubaoBot

@@ -9,7 +9,7 @@ import discord
 from cogs._guards import require_guild
 from cogs._replies import language_of
 from core.errors import UserFacingError
-from core.jobs import Job, JobRequest, ReplyTarget
+from core.job import Job, JobRequest, ReplyTarget
 from core.params import Command, Params
 from core.policy import PolicyRefusal, Requester
 from core.quota import utc_now
@@ -65,7 +65,6 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
             )
         raise
     interaction.extras.setdefault("server_language", admitted.policy.language)
-    bot.jobs.check_admission(who.user_id)
     callback = await interaction.response.defer(thinking=True)
     status_id = callback.message_id if callback is not None else None
     if status_id is None:  # a Discord that did not say which message the deferral made

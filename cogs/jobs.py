@@ -12,7 +12,7 @@ from cogs._buttons import ApprovalButton, JobButton
 from cogs._guards import require_guild
 from cogs._replies import language_of, reply, trim
 from core.i18n import t
-from core.jobs import Job, JobState
+from core.job import Job, JobState
 
 if TYPE_CHECKING:
     from bot import DoubaoBot

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.jobs import JobService
 from core.params import Params
 from core.policy import Admission, GuildPolicy, Requester, decide
 from core.quota import QuotaService, QuotaStatus, exhausted
@@ -26,12 +27,14 @@ class Admitted:
 
 
 class AdmissionGate:
-    def __init__(self, store: Store, quota: QuotaService) -> None:
+    def __init__(self, store: Store, quota: QuotaService, jobs: JobService) -> None:
         self._store = store
         self._quota = quota
+        self._jobs = jobs
 
     async def admit(self, requester: Requester, params: Params, *, now: datetime) -> Admitted:
-        """Raises PolicyRefusal or QuotaExhausted (UserFacingErrors) when the request cannot go ahead."""
+        """Raises PolicyRefusal, QuotaExhausted or another UserFacingError (restarting, queue full, too many jobs)
+        when the request cannot go ahead."""
         record = await self._store.member_record(
             guild_id=requester.guild_id, user_id=requester.user_id, window=self._quota.window().key
         )
@@ -41,4 +44,5 @@ class AdmissionGate:
         quota = self._quota.status_from(record, policy, role_ids=requester.role_ids)
         if quota.remaining == 0:
             raise exhausted(quota.limit, quota.resets_at)
+        self._jobs.check_admission(record)
         return Admitted(admission=admission, quota=quota, policy=policy)

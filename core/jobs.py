@@ -1,7 +1,12 @@
-"""Jobs from request to posted image: admission, a fair queue, the API call, delivery, and settling.
+"""Jobs from request to posted image: admission, the shared queue, the API call, delivery, and settling.
 
 This is the one place that decides what a job costs: its quota is reserved with the job row, committed
 when the image was posted and refunded on any other ending, exactly once (the store enforces it).
+
+The queue is the store's (`Store.claim_job`), so several processes can share one: each claims the next job in
+the fair order when it has an API slot free, and `Store.publish("queue")` wakes them when something changed.
+With a store shared by several processes, running jobs are leased; a process that dies loses its leases and
+another takes its jobs over (`_take_over_expired`). A store of one process is recovered when it starts.
 """
 
 from __future__ import annotations
@@ -12,10 +17,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Protocol
+from dataclasses import replace
+from datetime import timedelta
 
 import aiohttp
 
@@ -31,173 +34,30 @@ from core.doubao import (
     ServiceUnavailable,
 )
 from core.errors import UserFacingError
-from core.fair_queue import FairQueue
 from core.images import DownloadedImage, ImageDownloadError, download_image, fit_to_limit_async, from_bytes
-from core.params import CharacterParams, Command, Params, params_from_dict, params_to_dict, with_seed
+from core.job import (
+    DeliveryError,
+    Job,
+    JobEvents,
+    JobLimits,
+    JobRequest,
+    JobState,
+    format_time,
+)
+from core.params import CharacterParams, Command, params_to_dict, with_seed
 from core.quota import Clock, QuotaService, QuotaStatus, exhausted, utc_now
-from storage.base import ACTIVE_STATES, JobRow, Store
+from storage.base import ACTIVE_STATES, Created, MemberRecord, Store
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {Command.DRAW: Endpoint.DRAW, Command.CHARACTER: Endpoint.CHARACTER}
-# Use the interaction token only while it has this much life left; after that, write to the channel.
-TOKEN_SAFETY_MARGIN = timedelta(seconds=30)
 MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
 ANNOUNCE_EXACTLY = 10  # queue positions up to this are shown exactly
-
-
-class JobState(StrEnum):
-    PENDING = "pending"  # waiting for a moderator
-    QUEUED = "queued"
-    RUNNING = "running"
-    DELIVERING = "delivering"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class ReplyTarget:
-    """How to reach the requester: the interaction's webhook while its token lives, else the channel."""
-
-    application_id: int | None = None
-    token: str | None = field(default=None, repr=False)
-    token_expires_at: datetime | None = None
-    status_message_id: int | None = None
-    upload_limit: int = 10 * 1024 * 1024
-
-    def token_usable(self, now: datetime) -> bool:
-        return (
-            self.token is not None
-            and self.token_expires_at is not None
-            and now < self.token_expires_at - TOKEN_SAFETY_MARGIN
-        )
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    command: Command
-    params: Params
-    guild_id: int
-    channel_id: int
-    user_id: int
-    language: str
-    reply: ReplyTarget
-    role_ids: frozenset[int] = frozenset()
-    quota_limit: int | None = None  # the limit found when the request was admitted; else looked up with role_ids
-    needs_approval: bool = False
-    approval_timeout: timedelta = timedelta(hours=1)
-
-
-@dataclass
-class Job:
-    id: str
-    command: Command
-    params: Params
-    guild_id: int
-    channel_id: int
-    user_id: int
-    language: str
-    reply: ReplyTarget
-    state: JobState = JobState.QUEUED
-    error: str | None = None
-    note: str | None = None
-    result_message_id: int | None = None
-    approval_message_id: int | None = None
-    approval_expires_at: datetime | None = None
-    quota_limit: int | None = None  # the requester's limit when they asked, shown under the image
-    created_at: datetime | None = None
-
-    @classmethod
-    def from_row(cls, row: JobRow) -> Job:
-        command = Command(row.command)
-        return cls(
-            id=row.id,
-            command=command,
-            params=params_from_dict(command, row.params),
-            guild_id=row.guild_id,
-            channel_id=row.channel_id,
-            user_id=row.user_id,
-            language=row.language,
-            reply=ReplyTarget(
-                application_id=row.application_id,
-                token=row.interaction_token,
-                token_expires_at=_parse_time(row.token_expires_at),
-                status_message_id=row.status_message_id,
-                upload_limit=row.upload_limit,
-            ),
-            state=JobState(row.state),
-            error=row.error,
-            note=row.note,
-            result_message_id=row.result_message_id,
-            approval_message_id=row.approval_message_id,
-            approval_expires_at=_parse_time(row.approval_expires_at),
-            quota_limit=row.quota_limit,
-            created_at=_parse_time(row.created_at),
-        )
-
-    def to_row(self) -> JobRow:
-        expires = self.reply.token_expires_at
-        return JobRow(
-            id=self.id,
-            guild_id=self.guild_id,
-            channel_id=self.channel_id,
-            user_id=self.user_id,
-            command=self.command.value,
-            params=params_to_dict(self.params),
-            language=self.language,
-            state=self.state.value,
-            error=self.error,
-            note=self.note,
-            application_id=self.reply.application_id,
-            interaction_token=self.reply.token,
-            token_expires_at=expires.isoformat() if expires else None,
-            status_message_id=self.reply.status_message_id,
-            result_message_id=self.result_message_id,
-            approval_message_id=self.approval_message_id,
-            approval_expires_at=_format_time(self.approval_expires_at),
-            upload_limit=self.reply.upload_limit,
-            quota_limit=self.quota_limit,
-        )
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _format_time(value: datetime | None) -> str | None:
-    """Fixed precision, so stored times compare correctly as text."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds") if value else None
-
-
-class JobEvents(Protocol):
-    """What the chat side does as a job moves; implemented by the Discord layer."""
-
-    def progress(self, job: Job, position: int | None) -> None:
-        """Queued at `position` (1-based), or with None: waiting for a moderator (job.state PENDING) or
-        generating. Fire and forget."""
-
-    async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
-        """Posts the image; returns the message id. Raises DeliveryError when it cannot."""
-        ...
-
-    async def finished(self, job: Job) -> None:
-        """Tells the requester that the job failed or was cancelled (job.error says why), not counted."""
-
-    async def posted_result(self, job: Job) -> int | None:
-        """After a crash while delivering: the id of the message that already shows the image, if any."""
-        ...
-
-    async def awaiting_approval(self, job: Job) -> int | None:
-        """Asks the moderators (Approve / Reject) and tells the requester; returns the request's message id."""
-        ...
-
-    async def approval_decided(self, job: Job, decision: str, moderator_id: int | None) -> None:
-        """Marks the moderators' request as approved, rejected or expired."""
+QUEUE = "queue"  # the store topic published when the queue or the API slots change
 
 
 class _Slot:
-    """One API slot, given back exactly once."""
+    """One API slot of this process, given back exactly once."""
 
     def __init__(self, semaphore: asyncio.Semaphore) -> None:
         self._semaphore: asyncio.Semaphore | None = semaphore
@@ -206,19 +66,6 @@ class _Slot:
         if self._semaphore is not None:
             self._semaphore.release()
             self._semaphore = None
-
-
-class DeliveryError(Exception):
-    """The image could not be posted; raised by JobEvents.deliver."""
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    max_concurrent: int = 4
-    max_per_user: int = 2
-    max_queue: int = 100
-    shutdown_grace: float = 30.0
-    approval_sweep_interval: float = 15.0
 
 
 class JobService:
@@ -240,18 +87,19 @@ class JobService:
         self._extras = extras
         self.limits = limits
         self._clock = clock
+        self.owner = uuid.uuid4().hex  # this process, as the holder of leases
         self._events: JobEvents | None = None
-        self._queue = FairQueue()
-        self._jobs: dict[str, Job] = {}  # queued and running, in this process
-        self._pending: dict[str, Job] = {}  # waiting for a moderator
-        self._announced: dict[str, int | None] = {}
-        self._admission = asyncio.Lock()
-        self._workers: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(limits.max_concurrent)
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._queued_here: dict[str, Job] = {}  # queued jobs this process tells their place in the queue
+        self._announced: dict[str, int] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}  # running or delivering in this process
+        self._slots = asyncio.Semaphore(min(limits.max_concurrent, limits.max_concurrent_here or limits.max_concurrent))
+        self._queue_changed = asyncio.Event()  # wakes the dispatcher
+        self._positions_changed = asyncio.Event()  # wakes the announcer
+        self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
         self._idle = asyncio.Event()
         self._idle.set()
+        store.listen(self._on_notice)
 
     @property
     def events(self) -> JobEvents:
@@ -261,51 +109,68 @@ class JobService:
 
     # -- admission ------------------------------------------------------------------------------
 
-    def check_admission(self, user_id: int) -> None:
-        """Raises the reason a new job from this user would be refused now (said before anything is spent)."""
+    def check_admission(self, record: MemberRecord) -> None:
+        """Raises the reason a new job from this member would be refused now (said before anything is spent);
+        `Store.create_job` checks the same limits again, atomically."""
         if not self._accepting:
             raise UserFacingError("error.restarting")
-        if len(self._queue) >= self.limits.max_queue:
+        if record.queued_jobs >= self.limits.max_queue:
             raise UserFacingError("error.queue_full")
-        active = sum(1 for job in (*self._jobs.values(), *self._pending.values()) if job.user_id == user_id)
-        if active >= self.limits.max_per_user:
+        if record.active_jobs >= self.limits.max_per_user:
             raise UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
 
     async def submit(self, request: JobRequest) -> Job:
         """Reserves the quota with a new job row and queues it; raises a UserFacingError when refused."""
-        async with self._admission:
-            self.check_admission(request.user_id)
-            job = Job(
-                id=uuid.uuid4().hex,
-                command=request.command,
-                params=with_seed(request.params),
-                guild_id=request.guild_id,
-                channel_id=request.channel_id,
-                user_id=request.user_id,
-                language=request.language,
-                reply=request.reply,
-            )
-            if request.needs_approval:
-                job.state = JobState.PENDING
-                job.approval_expires_at = self._clock() + request.approval_timeout
-            window = self._quota.window()
-            limit = request.quota_limit
-            if limit is None:
-                found = await self._quota.limit_for(
-                    guild_id=job.guild_id, user_id=job.user_id, role_ids=request.role_ids
-                )
-                limit = found.total
-            job.quota_limit = limit
-            if not await self._store.create_job(job.to_row(), window=window.key, limit=limit):
-                raise exhausted(limit, window.resets_at)
-            if job.state is JobState.PENDING:
-                self._pending[job.id] = job
-            else:
-                await self._enqueue(job)
+        if not self._accepting:
+            raise UserFacingError("error.restarting")
+        job = Job(
+            id=uuid.uuid4().hex,
+            command=request.command,
+            params=with_seed(request.params),
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            user_id=request.user_id,
+            language=request.language,
+            reply=request.reply,
+        )
+        if request.needs_approval:
+            job.state = JobState.PENDING
+            job.approval_expires_at = self._clock() + request.approval_timeout
+        window = self._quota.window()
+        if request.quota_limit is None:
+            found = await self._quota.limit_for(guild_id=job.guild_id, user_id=job.user_id, role_ids=request.role_ids)
+            job.quota_limit = found.total
+        else:
+            job.quota_limit = request.quota_limit
+        created = await self._store.create_job(
+            job.to_row(),
+            window=window.key,
+            limit=job.quota_limit,
+            max_per_user=self.limits.max_per_user,
+            max_queue=self.limits.max_queue,
+        )
+        if created is Created.QUOTA_EXHAUSTED:
+            raise exhausted(job.quota_limit, window.resets_at)
+        if created is Created.QUEUE_FULL:
+            raise UserFacingError("error.queue_full")
+        if created is Created.TOO_MANY_JOBS:
+            raise UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
         log.info("job %s %s: %s by user %s in guild %s", job.id, job.state, job.command, job.user_id, job.guild_id)
         if job.state is JobState.PENDING:
             await self._ask_moderators(job)
+        else:
+            await self._queued(job)
         return job
+
+    async def _queued(self, job: Job) -> None:
+        self._queued_here[job.id] = job
+        self._idle.clear()
+        await self._store.publish(QUEUE)
+
+    def _on_notice(self, topic: str) -> None:
+        if topic == QUEUE:
+            self._queue_changed.set()
+            self._positions_changed.set()
 
     # -- approval -------------------------------------------------------------------------------
 
@@ -326,23 +191,22 @@ class JobService:
     async def approve(self, job_id: str, moderator_id: int) -> Job | None:
         """Queues a pending job; None when it is not pending any more (decided, expired or unknown), or when the
         bot is shutting down (the job then stays pending, and pending jobs survive restarts)."""
-        job = self._pending.get(job_id)
+        job = await self._pending(job_id)
         if job is None or not self._accepting:
             return None
         if job.approval_expires_at is not None and job.approval_expires_at <= self._clock():
             return None  # the sweeper will refund it
-        self._pending.pop(job_id, None)
-        if not await self._store.update_job(job_id, expect=[JobState.PENDING], state=JobState.QUEUED):
+        if not await self._store.queue_job(job_id, expect=[JobState.PENDING]):
             return None
         job.state = JobState.QUEUED
         log.info("job %s approved by %s", job.id, moderator_id)
-        await self._enqueue(job)
+        await self._queued(job)
         await self._decided(job, "approved", moderator_id)
         return job
 
     async def reject(self, job_id: str, moderator_id: int, reason: str | None) -> Job | None:
         """Refunds a pending job and tells its requester why; None when it is not pending any more."""
-        job = self._pending.get(job_id)
+        job = await self._pending(job_id)
         if job is None:
             return None
         job.note = reason
@@ -350,17 +214,19 @@ class JobService:
             return None
         return job
 
+    async def _pending(self, job_id: str) -> Job | None:
+        job = await self.load(job_id)
+        return job if job is not None and job.state is JobState.PENDING else None
+
     async def expire_pending(self) -> int:
         """Refunds the pending jobs whose approval time ran out; returns how many."""
-        expired = await self._store.expired_pending_jobs(_format_time(self._clock()))
+        expired = await self._store.expired_pending_jobs(format_time(self._clock()) or "")
         count = 0
         for row in expired:
-            job = self._pending.get(row.id) or Job.from_row(row)
-            count += await self._settle_pending(job, "approval.expired", decision="expired")
+            count += await self._settle_pending(Job.from_row(row), "approval.expired", decision="expired")
         return count
 
     async def _settle_pending(self, job: Job, error: str, *, decision: str, moderator_id: int | None = None) -> bool:
-        self._pending.pop(job.id, None)
         # Only while still pending: a moderator may have approved it since the sweeper listed it.
         if not await self._finish(job, JobState.FAILED, error=error, note=job.note, expect=[JobState.PENDING]):
             return False
@@ -376,103 +242,141 @@ class JobService:
         except Exception:
             log.warning("could not mark the approval request of job %s", job.id, exc_info=True)
 
-    async def _sweep_pending(self) -> None:
-        while True:
-            await asyncio.sleep(self.limits.approval_sweep_interval)
-            try:
-                await self.expire_pending()
-            except Exception:
-                log.exception("sweeping expired approval requests failed")
-
-    async def _enqueue(self, job: Job) -> None:
-        self._jobs[job.id] = job
-        self._idle.clear()
-        await self._queue.put(job.user_id, job.id)
-        self._announce_positions()
-
-    def _announce_positions(self) -> None:
-        """Tells each queued job its place: exactly near the front, in steps of ten further back (a long queue
-        would otherwise edit every status message each time a job starts)."""
-        for index, job_id in enumerate(self._queue.order(), start=1):
-            announced = self._announced.get(job_id)
-            if announced != index and (announced is None or index <= ANNOUNCE_EXACTLY or index % 10 == 0):
-                self._announced[job_id] = index
-                self.events.progress(self._jobs[job_id], index)
+    # -- the queue ------------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> bool:
         """Cancels a queued job and refunds it; False when it is not queued any more."""
-        if not self._queue.remove(job_id):
+        job = self._queued_here.get(job_id) or await self.load(job_id)
+        if job is None or not await self._finish(job, JobState.CANCELLED, error="status.cancelled", expect=["queued"]):
             return False
-        job = self._jobs.pop(job_id)
-        await self._finish(job, JobState.CANCELLED, error="status.cancelled")
-        self._announce_positions()
-        self._update_idle()
+        self._forget_queued(job_id)
+        await self._store.publish(QUEUE)
         return True
+
+    def _forget_queued(self, job_id: str) -> None:
+        self._queued_here.pop(job_id, None)
+        self._announced.pop(job_id, None)
+        self._update_idle()
+
+    async def _announce_positions(self) -> None:
+        """Tells each job queued from this process its place: exactly near the front, in steps of ten further back
+        (a long queue would otherwise edit every status message each time a job starts)."""
+        while True:
+            await self._positions_changed.wait()
+            self._positions_changed.clear()
+            if not self._queued_here:
+                continue
+            try:
+                order = await self._store.queued_job_ids()
+            except Exception:
+                log.exception("could not read the queue")
+                continue
+            queued = set(order)
+            for job_id in [job_id for job_id in self._queued_here if job_id not in queued]:
+                if job_id not in self._running:  # taken by another process, or settled
+                    self._forget_queued(job_id)
+            for index, job_id in enumerate(order, start=1):
+                job = self._queued_here.get(job_id)
+                announced = self._announced.get(job_id)
+                if job is None or announced == index:
+                    continue
+                if announced is None or index <= ANNOUNCE_EXACTLY or index % 10 == 0:
+                    self._announced[job_id] = index
+                    self.events.progress(job, index)
 
     # -- running --------------------------------------------------------------------------------
 
     async def start(self, events: JobEvents) -> None:
-        """Settles what a previous run left unfinished, then starts the workers and takes new jobs."""
+        """Settles what a previous run left unfinished (one process), then starts the workers and takes jobs."""
         self._events = events
-        await self._recover()
-        self._slots = asyncio.Semaphore(self.limits.max_concurrent)
-        self._workers = [
+        if not self._store.multi_process:
+            await self._recover()
+        self._tasks = [
             asyncio.create_task(self._dispatch(), name="job-dispatcher"),
+            asyncio.create_task(self._announce_positions(), name="queue-positions"),
             asyncio.create_task(self._sweep_pending(), name="approval-sweeper"),
         ]
+        if self._store.multi_process:
+            self._tasks.append(asyncio.create_task(self._keep_leases(), name="job-leases"))
         self._accepting = True
+        self._queue_changed.set()
+        self._positions_changed.set()
 
     async def _dispatch(self) -> None:
-        """Starts the next job in turn whenever an API slot is free (at most `max_concurrent` calls to 302.ai)."""
+        """Starts the next job in turn whenever an API slot is free here and in the whole bot."""
         while True:
             await self._slots.acquire()
             slot = _Slot(self._slots)
             try:
-                job_id = await self._queue.get()
+                job = await self._claim()
             except BaseException:
                 slot.release()
                 raise
-            job = self._jobs.get(job_id)
-            if job is None:
-                slot.release()
-                continue
-            self._announce_positions()
             task = asyncio.create_task(self._run(job, slot), name=f"job-{job.id}")
             self._running[job.id] = task
             task.add_done_callback(lambda task, job_id=job.id: self._ran(job_id, task))
+            await self._store.publish(QUEUE)  # positions moved
+
+    async def _claim(self) -> Job:
+        while True:
+            self._queue_changed.clear()
+            try:
+                row = await self._store.claim_job(
+                    owner=self.owner, lease_until=self._lease_until(), max_running=self.limits.max_concurrent
+                )
+            except Exception:
+                log.exception("could not claim a job from the queue")
+                row = None
+            if row is not None:
+                job = self._queued_here.pop(row.id, None) or Job.from_row(row)
+                self._announced.pop(row.id, None)
+                job.state = JobState.RUNNING
+                self._idle.clear()
+                return job
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (and hang shutdown).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.queue_poll_interval):
+                    await self._queue_changed.wait()
+
+    def _lease_until(self) -> str:
+        return format_time(self._clock() + timedelta(seconds=self.limits.lease_seconds)) or ""
 
     def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
-        self._jobs.pop(job_id, None)
-        self._announced.pop(job_id, None)
-        if not task.cancelled() and (error := task.exception()) is not None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, Exception):
             log.error("job %s ended with an unexpected error", job_id, exc_info=error)
         self._update_idle()
 
     async def _run(self, job: Job, slot: _Slot) -> None:
-        """Generates holding an API slot, which is given back before the image is posted: posting (and Discord's
-        rate limits) never keeps the next job from starting."""
+        """Generates holding an API slot, which is given back once the job has left 'running': posting (and
+        Discord's rate limits) never keeps the next job from starting."""
         try:
-            try:
-                if not await self._store.update_job(job.id, expect=[JobState.QUEUED], state=JobState.RUNNING):
-                    return
-                job.state = JobState.RUNNING
-                self.events.progress(job, None)
-                image = await self._generate(job)
-            finally:
-                slot.release()
-            if not await self._store.update_job(job.id, expect=[JobState.RUNNING], state=JobState.DELIVERING):
-                log.warning("job %s was settled while it ran; not posting it", job.id)
-                return
-            job.state = JobState.DELIVERING
-            message_id = await self.events.deliver(job, image, await self._quota_after(job))
-        except asyncio.CancelledError:
-            await asyncio.shield(self._finish(job, JobState.FAILED, error="error.restarting"))
+            self.events.progress(job, None)
+            image = await self._generate(job)
+            delivering = await self._store.update_job(
+                job.id, expect=[JobState.RUNNING], held_by=self.owner, state=JobState.DELIVERING
+            )
+        except BaseException as exc:
+            await asyncio.shield(self._failed(job, exc))
             raise
-        except Exception as exc:
-            await asyncio.shield(self._finish(job, JobState.FAILED, error=_error_key(exc)))
+        finally:
+            slot.release()
+            await asyncio.shield(self._store.publish(QUEUE))  # an API slot of the whole bot is free
+        if not delivering:
+            log.warning("job %s was settled or taken over while it ran; not posting it", job.id)
             return
-        await asyncio.shield(self._finish(job, JobState.DONE, result_message_id=message_id))
+        job.state = JobState.DELIVERING
+        try:
+            message_id = await self.events.deliver(job, image, await self._quota_after(job))
+        except BaseException as exc:
+            await asyncio.shield(self._failed(job, exc))
+            raise
+        await asyncio.shield(self._finish(job, JobState.DONE, result_message_id=message_id, held_by=self.owner))
+
+    async def _failed(self, job: Job, exc: BaseException) -> None:
+        error = "error.restarting" if isinstance(exc, asyncio.CancelledError) else _error_key(exc)
+        await self._finish(job, JobState.FAILED, error=error, held_by=self.owner)
 
     async def _quota_after(self, job: Job) -> QuotaStatus:
         """What the requester has left, this job counted, with the limit they had when they asked."""
@@ -504,10 +408,11 @@ class JobService:
         note: str | None = None,
         result_message_id: int | None = None,
         expect: Iterable[str] = ACTIVE_STATES,
+        held_by: str | None = None,
     ) -> bool:
         """Settles the job once; the requester is told about any ending but a posted image."""
         settled = await self._store.finish_job(
-            job.id, state, error=error, note=note, result_message_id=result_message_id, expect=expect
+            job.id, state, error=error, note=note, result_message_id=result_message_id, expect=expect, held_by=held_by
         )
         log.info("job %s %s%s (settled now: %s)", job.id, state, f" ({error})" if error else "", settled)
         if not settled:
@@ -529,9 +434,64 @@ class JobService:
         except Exception:
             log.warning("could not tell user %s about job %s", job.user_id, job.id, exc_info=True)
 
+    # -- background upkeep ----------------------------------------------------------------------
+
+    async def _sweep_pending(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.approval_sweep_interval)
+            try:
+                await self.expire_pending()
+            except Exception:
+                log.exception("sweeping expired approval requests failed")
+
+    async def _keep_leases(self) -> None:
+        """Renews this process's leases and takes over the jobs of processes whose leases ran out."""
+        while True:
+            await asyncio.sleep(self.limits.lease_seconds / 3)
+            try:
+                await self._store.renew_leases(owner=self.owner, lease_until=self._lease_until())
+                await self.take_over_expired()
+            except Exception:
+                log.exception("keeping the job leases failed")
+
+    async def take_over_expired(self) -> int:
+        """Settles the running or delivering jobs of processes that stopped renewing their leases; returns how
+        many this process took."""
+        now = format_time(self._clock()) or ""
+        taken = 0
+        for row in await self._store.expired_leases(now):
+            if not await self._store.take_over(row.id, owner=self.owner, lease_until=self._lease_until(), now=now):
+                continue  # another process was first
+            taken += 1
+            log.info("job %s taken over from a process that stopped (it was %s)", row.id, row.state)
+            await self._settle_abandoned(Job.from_row(row), rerun=True)
+        return taken
+
+    async def _settle_abandoned(self, job: Job, *, rerun: bool) -> None:
+        """A running or delivering job whose process is gone: run once more while that can still answer the
+        requester in time (never after an image may have been posted), done if its image is in the channel,
+        else refunded and the requester told."""
+        if (
+            rerun
+            and job.state is JobState.RUNNING
+            and job.attempts == 0
+            and job.reply.token_usable(self._clock())
+            and await self._store.queue_job(job.id, expect=[JobState.RUNNING])
+        ):
+            log.info("job %s queued again to run once more", job.id)
+            job.state, job.attempts = JobState.QUEUED, job.attempts + 1
+            await self._queued(job)
+        elif job.state is JobState.DELIVERING and (message_id := await self._posted(job)) is not None:
+            log.info("job %s had been posted before its process stopped", job.id)
+            await self._finish(job, JobState.DONE, result_message_id=message_id)
+        else:
+            log.info("job %s interrupted while %s", job.id, job.state)
+            await self._finish(job, JobState.FAILED, error="error.interrupted")
+
     # -- restart and shutdown -------------------------------------------------------------------
 
     async def _recover(self) -> None:
+        """One process, starting: everything active is from its previous run."""
         now = self._clock()
         for row in await self._store.active_jobs():
             job = Job.from_row(row)
@@ -539,16 +499,15 @@ class JobService:
                 # The bot stopped before the moderators were asked: nobody can approve it.
                 await self._finish(job, JobState.FAILED, error="error.approval_unavailable")
             elif job.state is JobState.PENDING:
-                self._pending[job.id] = job  # still waiting for a moderator; the sweeper expires it in time
+                pass  # still waiting for a moderator; the sweeper expires it in time
             elif job.state is JobState.QUEUED and job.reply.token_usable(now):
-                log.info("job %s re-queued after a restart", job.id)
-                await self._enqueue(job)
-            elif job.state is JobState.DELIVERING and (message_id := await self._posted(job)) is not None:
-                log.info("job %s had been posted before a restart", job.id)
-                await self._finish(job, JobState.DONE, result_message_id=message_id)
-            else:
-                log.info("job %s interrupted by a restart while %s", job.id, job.state)
+                log.info("job %s still queued after a restart", job.id)
+                self._queued_here[job.id] = job
+                self._idle.clear()
+            elif job.state is JobState.QUEUED:
                 await self._finish(job, JobState.FAILED, error="error.interrupted")
+            else:
+                await self._settle_abandoned(job, rerun=False)
 
     async def _posted(self, job: Job) -> int | None:
         try:
@@ -558,19 +517,21 @@ class JobService:
             return None
 
     async def shutdown(self) -> None:
-        """Stops taking jobs, lets running ones finish within the grace period, then settles the rest."""
-        if not self._accepting and not self._workers:
+        """Stops taking jobs, lets running ones finish within the grace period, then settles the rest.
+
+        Queued jobs are refunded when this process is the only one; with several, they stay for the others.
+        """
+        if not self._accepting and not self._tasks:
             return
         self._accepting = False
-        for job_id in self._queue.drain():
-            job = self._jobs.pop(job_id)
-            await self._finish(job, JobState.FAILED, error="error.restarting")
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        self._workers = []
+                await task
+        self._tasks = []
+        if not self._store.multi_process:
+            await self._refund_queued()
         running = set(self._running.values())
         if running:
             log.info("waiting up to %ss for %d running jobs", self.limits.shutdown_grace, len(running))
@@ -578,21 +539,26 @@ class JobService:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-        for job_id in self._queue.drain():  # anything queued meanwhile is settled too
-            job = self._jobs.pop(job_id)
-            await self._finish(job, JobState.FAILED, error="error.restarting")
+        self._queued_here.clear()
         self._update_idle()
 
+    async def _refund_queued(self) -> None:
+        for job_id in await self._store.queued_job_ids():
+            job = self._queued_here.get(job_id) or await self.load(job_id)
+            if job is not None:
+                await self._finish(job, JobState.FAILED, error="error.restarting", expect=[JobState.QUEUED])
+            self._forget_queued(job_id)
+
     def _update_idle(self) -> None:
-        if not self._jobs:
+        if not self._queued_here and not self._running:
             self._idle.set()
 
     async def wait_idle(self) -> None:
-        """Returns once no job is queued or running (for tests and the benchmark)."""
+        """Returns once no job queued from this process waits and none runs here (for tests and the benchmark)."""
         await self._idle.wait()
 
     async def load(self, job_id: str) -> Job | None:
-        """A job from this process or the database, whatever its state."""
+        """A job from the database, whatever its state."""
         row = await self._store.get_job(job_id)
         return Job.from_row(row) if row else None
 
@@ -603,18 +569,6 @@ class JobService:
     async def recent(self, *, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
         rows = await self._store.recent_jobs(guild_id=guild_id, user_id=user_id, limit=limit)
         return [Job.from_row(row) for row in rows]
-
-
-def rerolled(job: Job) -> Params:
-    """The same request with a new seed."""
-    return replace(reusable_params(job), seed=-1)
-
-
-def reusable_params(job: Job) -> Params:
-    """A finished job's parameters for a new job; a /character reference is not kept, so it cannot be reused."""
-    if isinstance(job.params, CharacterParams) and not job.params.reference_url:
-        raise UserFacingError("error.reference_not_kept")
-    return job.params
 
 
 def _error_key(exc: BaseException) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
 
 ACTIVE_STATES = ("pending", "queued", "running", "delivering")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -33,6 +34,10 @@ class JobRow:
     approval_expires_at: str | None = None  # ISO 8601, UTC; for 'pending' jobs
     upload_limit: int = 10 * 1024 * 1024
     quota_limit: int | None = None  # the requester's daily limit when they asked (roles and grants included)
+    turn: int | None = None  # place in the fair order while queued (set by the store)
+    attempts: int = 0  # times the job was re-run after its process died
+    lease_owner: str | None = None  # the process running or delivering it
+    lease_expires_at: str | None = None  # ISO 8601, UTC; another process may take the job over after this
     created_at: str = ""
     updated_at: str = ""
     finished_at: str | None = None
@@ -50,6 +55,18 @@ class BanRow:
     created_at: str
 
 
+class Created(StrEnum):
+    """What `Store.create_job` did; truthy only when the job was created."""
+
+    CREATED = "created"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    TOO_MANY_JOBS = "too_many_jobs"  # the member already has max_per_user active jobs
+    QUEUE_FULL = "queue_full"
+
+    def __bool__(self) -> bool:
+        return self is Created.CREATED
+
+
 @dataclass(frozen=True)
 class MemberRecord:
     """What a request needs to know about a member in a guild, read in one go."""
@@ -60,22 +77,81 @@ class MemberRecord:
     granted: int  # in the window asked about
     used: int  # reserved or committed in that window
     last_request_at: str | None  # ISO 8601
+    active_jobs: int = 0  # the member's jobs waiting for approval, queued, running or delivering (any guild)
+    queued_jobs: int = 0  # jobs queued for the whole bot
 
 
 class Store(Protocol):
-    """Durable state: jobs, the quota ledger tied to them, and small key/value metadata.
+    """Durable state: jobs, the quota ledger tied to them, the job queue, and small key/value metadata.
 
     Every job has one ledger row: reserved in the same transaction that creates the job, then settled
     exactly once with the job's final state, committed when its image was posted, refunded otherwise.
     Reserved and committed rows count against the user's limit in their window.
+
+    The queue is the jobs table: queued jobs are served by turn, then arrival. A job queued by a user with no
+    other job queued or running gets the current round as its turn; otherwise one past that user's latest turn.
+    Claiming a job moves the round up to its turn. So a newcomer waits for at most one job of each user already
+    waiting, whichever process claimed what.
     """
 
-    async def create_job(self, job: JobRow, *, window: str, limit: int) -> bool:
-        """Inserts the job and reserves its quota atomically; False (and nothing stored) when exhausted."""
+    # True when several processes may share this store (then jobs are leased, and a process that dies has its
+    # jobs taken over by another); False when one process owns it (it recovers everything when it starts).
+    multi_process: ClassVar[bool]
+
+    async def create_job(
+        self,
+        job: JobRow,
+        *,
+        window: str,
+        limit: int,
+        max_per_user: int | None = None,
+        max_queue: int | None = None,
+    ) -> Created:
+        """Inserts the job and reserves its quota atomically, if the quota, the member's active jobs (at most
+        `max_per_user`) and, for a queued job, the queue (at most `max_queue` queued) allow; else stores nothing.
+        A queued job gets its turn."""
         ...
 
-    async def update_job(self, job_id: str, *, expect: Iterable[str] | None = None, **fields: Any) -> bool:
-        """Sets fields (state, status_message_id, ...) if the job is in one of the `expect` states."""
+    async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
+        """Moves a job in one of the `expect` states (pending when approved, running for a re-run) to queued,
+        with a new turn (kept if it had one), no lease, and one more attempt when it was running."""
+        ...
+
+    async def claim_job(self, *, owner: str, lease_until: str, max_running: int) -> JobRow | None:
+        """The next queued job in turn, now running and leased to `owner` until `lease_until`; None when nothing
+        is queued or `max_running` jobs are running already (in all processes)."""
+        ...
+
+    async def queued_job_ids(self) -> list[str]:
+        """Every queued job's id, in the order they will be served."""
+        ...
+
+    async def renew_leases(self, *, owner: str, lease_until: str) -> int:
+        """Extends the lease of every active job `owner` holds; returns how many."""
+        ...
+
+    async def expired_leases(self, now: str) -> list[JobRow]:
+        """Running or delivering jobs whose lease ran out before `now`: their process is gone."""
+        ...
+
+    async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
+        """Leases a job whose lease ran out before `now` to `owner`; False when another process was first."""
+        ...
+
+    def listen(self, callback: Callable[[str], None]) -> None:
+        """Calls `callback(topic)` whenever any process sharing the store `publish`es (this one included)."""
+        ...
+
+    async def publish(self, topic: str) -> None:
+        """Tells every listening process that something changed (topic "queue": a job was queued, claimed or
+        left the queue, or an API slot was freed)."""
+        ...
+
+    async def update_job(
+        self, job_id: str, *, expect: Iterable[str] | None = None, held_by: str | None = None, **fields: Any
+    ) -> bool:
+        """Sets fields (state, status_message_id, ...) if the job is in one of the `expect` states and, with
+        `held_by`, still leased to that process."""
         ...
 
     async def finish_job(
@@ -87,9 +163,10 @@ class Store(Protocol):
         note: str | None = None,
         result_message_id: int | None = None,
         expect: Iterable[str] = ACTIVE_STATES,
+        held_by: str | None = None,
     ) -> bool:
-        """Moves a job in one of the `expect` states (by default any active one) to a final state and settles
-        its quota (committed only for 'done').
+        """Moves a job in one of the `expect` states (by default any active one) and, with `held_by`, still leased
+        to that process, to a final state and settles its quota (committed only for 'done').
 
         Returns False when the job was not in those states: a job is charged or refunded at most once.
         """
@@ -98,7 +175,7 @@ class Store(Protocol):
     async def get_job(self, job_id: str) -> JobRow | None: ...
 
     async def active_jobs(self) -> list[JobRow]:
-        """Jobs queued, running or delivering, oldest first."""
+        """Jobs pending, queued, running or delivering, oldest first."""
         ...
 
     async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int) -> list[JobRow]:

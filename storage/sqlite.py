@@ -7,16 +7,16 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow, MemberRecord
+from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, Created, JobRow, MemberRecord
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,23 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN quota_limit INTEGER;
     """,
+    # v5: the queue lives in the jobs table (turns for the fair order) and running jobs are leased.
+    """
+    ALTER TABLE jobs ADD COLUMN turn INTEGER;
+    ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT;
+    CREATE INDEX jobs_queue ON jobs (state, turn);
+    CREATE INDEX jobs_by_requester ON jobs (user_id, state);
+    """,
 )
 
 _JOB_COLUMNS = tuple(field.name for field in fields(JobRow))
+_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+_ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
+_IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
+ROUND_KEY = "queue_round"
+_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _UPDATABLE = frozenset(_JOB_COLUMNS) - {"id", "guild_id", "user_id", "command", "created_at", "updated_at"}
 
 
@@ -153,10 +167,13 @@ def _row_to_job(row: aiosqlite.Row) -> JobRow:
 class SQLiteStore:
     """One connection per process; writes that read-then-write run in BEGIN IMMEDIATE transactions."""
 
+    multi_process = False
+
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
         # aiosqlite shares one connection between coroutines: a transaction must not interleave with another.
         self._write_lock = asyncio.Lock()
+        self._listeners: list[Callable[[str], None]] = []
 
     @classmethod
     async def open(cls, path: Path | str) -> SQLiteStore:
@@ -205,9 +222,24 @@ class SQLiteStore:
 
     # -- jobs and their quota ------------------------------------------------------------------
 
-    async def create_job(self, job: JobRow, *, window: str, limit: int) -> bool:
+    async def create_job(
+        self,
+        job: JobRow,
+        *,
+        window: str,
+        limit: int,
+        max_per_user: int | None = None,
+        max_queue: int | None = None,
+    ) -> Created:
         now = _now()
         async with self._transaction() as db:
+            queued = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
+            if max_queue is not None and job.state == "queued" and await _count(db, queued) >= max_queue:
+                return Created.QUEUE_FULL
+            if max_per_user is not None:
+                active = f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state IN ({_ACTIVE})"
+                if await _count(db, active, job.user_id) >= max_per_user:
+                    return Created.TOO_MANY_JOBS
             cursor = await db.execute(
                 """
                 INSERT INTO quota_ledger (job_id, guild_id, user_id, period, state, created_at)
@@ -219,17 +251,107 @@ class SQLiteStore:
                 (job.id, job.guild_id, job.user_id, window, now, job.guild_id, job.user_id, window, limit),
             )
             if cursor.rowcount != 1:
-                return False
+                return Created.QUOTA_EXHAUSTED
             values = {name: getattr(job, name) for name in _JOB_COLUMNS}
             values.update(params=json.dumps(job.params), created_at=now, updated_at=now)
+            if job.state == "queued":
+                values["turn"] = await self._next_turn(db, job.user_id)
             placeholders = ", ".join("?" for _ in _JOB_COLUMNS)
             await db.execute(
                 f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({placeholders})",
                 tuple(values[name] for name in _JOB_COLUMNS),
             )
+            return Created.CREATED
+
+    async def _next_turn(self, db: aiosqlite.Connection, user_id: int) -> int:
+        """The current round for a user with nothing in service, else one past their latest turn."""
+        current = int(await self._meta_in(db, ROUND_KEY) or 0)
+        query = f"SELECT MAX(turn) FROM jobs WHERE user_id = ? AND state IN ({_IN_SERVICE})"
+        async with db.execute(query, (user_id,)) as cursor:
+            row = await cursor.fetchone()
+        latest = row[0] if row else None
+        return current if latest is None else max(current, latest + 1)
+
+    async def _meta_in(self, db: aiosqlite.Connection, key: str) -> str | None:
+        async with db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
+        expected = tuple(str(name) for name in expect)
+        async with self._transaction() as db:
+            async with db.execute("SELECT state, user_id, turn FROM jobs WHERE id = ?", (job_id,)) as cursor:
+                row = await cursor.fetchone()
+            if row is None or row[0] not in expected:
+                return False
+            state, user_id, turn = row
+            if turn is None:
+                turn = await self._next_turn(db, user_id)
+            await db.execute(
+                "UPDATE jobs SET state = 'queued', turn = ?, attempts = attempts + ?, lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                (turn, 1 if state == "running" else 0, _now(), job_id),
+            )
             return True
 
-    async def update_job(self, job_id: str, *, expect: Iterable[str] | None = None, **changes: Any) -> bool:
+    async def claim_job(self, *, owner: str, lease_until: str, max_running: int) -> JobRow | None:
+        async with self._transaction() as db:
+            if await _count(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'") >= max_running:
+                return None
+            query = f"{_SELECT_JOB} WHERE state = 'queued' ORDER BY turn, rowid LIMIT 1"
+            async with db.execute(query) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            job = _row_to_job(row)
+            now = _now()
+            await db.execute(
+                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
+                (owner, lease_until, now, job.id),
+            )
+            if job.turn is not None and job.turn > int(await self._meta_in(db, ROUND_KEY) or 0):
+                await db.execute(_SET_META, (ROUND_KEY, str(job.turn)))
+            return replace(job, state="running", lease_owner=owner, lease_expires_at=lease_until, updated_at=now)
+
+    async def queued_job_ids(self) -> list[str]:
+        async with self._db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid") as cursor:
+            return [row[0] async for row in cursor]
+
+    async def renew_leases(self, *, owner: str, lease_until: str) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ('running', 'delivering')",
+                (lease_until, owner),
+            )
+            return cursor.rowcount
+
+    async def expired_leases(self, now: str) -> list[JobRow]:
+        query = (
+            f"{_SELECT_JOB} WHERE state IN ('running', 'delivering') AND lease_expires_at IS NOT NULL"
+            " AND lease_expires_at < ? ORDER BY created_at, rowid"
+        )
+        async with self._db.execute(query, (now,)) as cursor:
+            return [_row_to_job(row) async for row in cursor]
+
+    async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?"
+                " AND state IN ('running', 'delivering') AND lease_expires_at < ?",
+                (owner, lease_until, job_id, now),
+            )
+            return cursor.rowcount == 1
+
+    def listen(self, callback: Callable[[str], None]) -> None:
+        self._listeners.append(callback)
+
+    async def publish(self, topic: str) -> None:
+        for callback in self._listeners:  # one process: the listeners are all here
+            callback(topic)
+
+    async def update_job(
+        self, job_id: str, *, expect: Iterable[str] | None = None, held_by: str | None = None, **changes: Any
+    ) -> bool:
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise ValueError(f"cannot update job fields {sorted(unknown)}")
@@ -241,6 +363,9 @@ class SQLiteStore:
             states = tuple(expect)
             where += f" AND state IN ({', '.join('?' for _ in states)})"
             arguments.extend(states)
+        if held_by is not None:
+            where += " AND lease_owner = ?"
+            arguments.append(held_by)
         async with self._transaction() as db:
             cursor = await db.execute(f"UPDATE jobs SET {', '.join(assignments)} WHERE {where}", arguments)
             return cursor.rowcount == 1
@@ -254,6 +379,7 @@ class SQLiteStore:
         note: str | None = None,
         result_message_id: int | None = None,
         expect: Iterable[str] = ACTIVE_STATES,
+        held_by: str | None = None,
     ) -> bool:
         if state not in FINAL_STATES:
             raise ValueError(f"{state!r} is not a final state")
@@ -262,15 +388,17 @@ class SQLiteStore:
         if not set(expected) <= set(ACTIVE_STATES):
             raise ValueError(f"only active jobs can be finished, not {expected}")
         placeholders = ", ".join("?" for _ in expected)
+        held = "" if held_by is None else " AND lease_owner = ?"
         async with self._transaction() as db:
             cursor = await db.execute(
                 f"""
                 UPDATE jobs SET state = ?, error = ?, note = COALESCE(?, note),
                                 result_message_id = COALESCE(?, result_message_id),
-                                interaction_token = NULL, updated_at = ?, finished_at = ?
-                WHERE id = ? AND state IN ({placeholders})
+                                interaction_token = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+                WHERE id = ? AND state IN ({placeholders}){held}
                 """,
-                (str(state), error, note, result_message_id, now, now, job_id, *expected),
+                (str(state), error, note, result_message_id, now, now, job_id, *expected)
+                + (() if held_by is None else (held_by,)),
             )
             if cursor.rowcount != 1:
                 return False
@@ -306,7 +434,7 @@ class SQLiteStore:
         return row[0] if row else None
 
     async def member_record(self, *, guild_id: int, user_id: int, window: str) -> MemberRecord:
-        query = """
+        query = f"""
             SELECT (SELECT settings FROM guild_settings WHERE guild_id = :guild),
                    EXISTS (SELECT 1 FROM bans WHERE guild_id = :guild AND user_id = :user),
                    (SELECT daily_limit FROM user_limits WHERE guild_id = :guild AND user_id = :user),
@@ -315,12 +443,14 @@ class SQLiteStore:
                    (SELECT COUNT(*) FROM quota_ledger
                     WHERE guild_id = :guild AND user_id = :user AND period = :window
                       AND state IN ('reserved', 'committed')),
-                   (SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = :guild AND user_id = :user)
+                   (SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = :guild AND user_id = :user),
+                   (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND state IN ({_ACTIVE})),
+                   (SELECT COUNT(*) FROM jobs WHERE state = 'queued')
         """
         async with self._db.execute(query, {"guild": guild_id, "user": user_id, "window": window}) as cursor:
             row = await cursor.fetchone()
         assert row is not None
-        settings, banned, personal, granted, used, last = row
+        settings, banned, personal, granted, used, last, active, queued = row
         return MemberRecord(
             guild_settings=json.loads(settings) if settings else None,
             banned=bool(banned),
@@ -328,6 +458,8 @@ class SQLiteStore:
             granted=int(granted),
             used=int(used),
             last_request_at=last,
+            active_jobs=int(active),
+            queued_jobs=int(queued),
         )
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
@@ -457,7 +589,10 @@ class SQLiteStore:
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            await db.execute(_SET_META, (key, value))
+
+
+async def _count(db: aiosqlite.Connection, query: str, *arguments: Any) -> int:
+    async with db.execute(query, arguments) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -19,7 +19,8 @@ from core.config import ApiExtras
 from core.doubao import DoubaoClient
 from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
-from core.jobs import DeliveryError, Job, JobLimits, JobRequest, JobService, JobState, ReplyTarget, rerolled
+from core.job import DeliveryError, Job, JobLimits, JobRequest, JobState, ReplyTarget, rerolled
+from core.jobs import JobService
 from core.params import CharacterParams, Command, DrawParams
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ class CountingStore:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._store, name)
-        if not callable(attribute) or name.startswith("_"):
+        if not inspect.iscoroutinefunction(attribute) or name.startswith("_"):
             return attribute
 
         async def counted(*args: Any, **kwargs: Any) -> Any:

@@ -36,7 +36,7 @@ def job(job_id: str, *, user: int = USER, token: str | None = None) -> JobRow:
 
 
 async def reserve(store, job_id: str, *, user: int = USER, window: str = DAY, limit: int = 5) -> bool:
-    return await store.create_job(job(job_id, user=user), window=window, limit=limit)
+    return bool(await store.create_job(job(job_id, user=user), window=window, limit=limit))
 
 
 def test_sqlite_path_relative_and_absolute() -> None:
