@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, overload
 
 import aiohttp
 
@@ -165,6 +165,10 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+@overload
+def _format_time(value: datetime) -> str: ...
+@overload
+def _format_time(value: datetime | None) -> str | None: ...
 def _format_time(value: datetime | None) -> str | None:
     """Fixed precision, so stored times compare correctly as text."""
     return value.astimezone(UTC).isoformat(timespec="microseconds") if value else None

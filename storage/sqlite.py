@@ -349,7 +349,7 @@ class SQLiteStore:
         return totals
 
     async def job_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(ACTIVE_STATES + FINAL_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(ACTIVE_STATES + FINAL_STATES, 0)
         async with self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
             async for state, count in cursor:
                 counts[state] = count
