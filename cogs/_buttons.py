@@ -52,11 +52,11 @@ class JobButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
         return cls(match["action"], match["job_id"])
 
-    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         try:
             await remember_server_language(interaction)
             job = await interaction.client.jobs.load(self.job_id)
@@ -152,11 +152,11 @@ class ApprovalButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> ApprovalButton:
         return cls(match["action"], match["job_id"])
 
-    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         try:
             await use_server_language(interaction)
             if not interaction.permissions.manage_messages:
@@ -197,7 +197,7 @@ class RejectModal(discord.ui.Modal):
         )
         self.add_item(self.reason)
 
-    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         await use_server_language(interaction)
         reason = self.reason.value.strip() or None
         await interaction.response.defer(ephemeral=True, thinking=True)  # settling talks to Discord several times
@@ -206,7 +206,7 @@ class RejectModal(discord.ui.Modal):
             text(interaction, "approval.done" if rejected else "error.already_decided"), ephemeral=True
         )
 
-    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # type: ignore[override]
+    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         await explain_error(interaction, error)
 
 
@@ -230,7 +230,7 @@ class PromptModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
 
-    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         await remember_server_language(interaction)
         prompt = clean_prompt(self.prompt.value)
         if self.reference_url is None:
@@ -239,5 +239,5 @@ class PromptModal(discord.ui.Modal):
         params = CharacterParams(prompt=prompt, reference_url=self.reference_url)
         await start_job(interaction, Command.CHARACTER, params)
 
-    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # type: ignore[override]
+    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         await explain_error(interaction, error)

@@ -36,7 +36,10 @@ def _carries(message: discord.Message, job_id: str) -> bool:
     """The message shows the job's image: an attachment, and the result buttons of that job."""
     result_button = f"job:reroll:{job_id}"
     return bool(message.attachments) and any(
-        getattr(item, "custom_id", None) == result_button for row in message.components for item in row.children
+        getattr(item, "custom_id", None) == result_button
+        for row in message.components
+        if isinstance(row, discord.ActionRow)
+        for item in row.children
     )
 
 

@@ -31,17 +31,16 @@ def command_catalogue(language: str) -> dict[str, str]:
 
 def command_key(context: app_commands.TranslationContextTypes) -> str | None:
     """`draw.description`, `settings quota role.limit.name`, `choice.16:9`, ..."""
-    data = context.data
-    if context.location in (Where.command_name, Where.group_name):
-        return f"{data.qualified_name}.name"
-    if context.location in (Where.command_description, Where.group_description):
-        return f"{data.qualified_name}.description"
+    if context.location is Where.command_name or context.location is Where.group_name:
+        return f"{context.data.qualified_name}.name"
+    if context.location is Where.command_description or context.location is Where.group_description:
+        return f"{context.data.qualified_name}.description"
     if context.location is Where.parameter_name:
-        return f"{data.command.qualified_name}.{data.name}.name"
+        return f"{context.data.command.qualified_name}.{context.data.name}.name"
     if context.location is Where.parameter_description:
-        return f"{data.command.qualified_name}.{data.name}.description"
+        return f"{context.data.command.qualified_name}.{context.data.name}.description"
     if context.location is Where.choice_name:
-        return f"choice.{data.value}"
+        return f"choice.{context.data.value}"
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -10,6 +11,9 @@ from discord import app_commands
 from cogs._guards import Forbidden
 from cogs._replies import remember_server_language, reply, text
 from core.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from bot import DoubaoBot
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,10 @@ async def explain_error(interaction: discord.Interaction, error: BaseException) 
         log.exception("could not tell user %s about an error", interaction.user.id)
 
 
-class BotTree(app_commands.CommandTree):
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+class BotTree(app_commands.CommandTree["DoubaoBot"]):
+    async def interaction_check(self, interaction: discord.Interaction[DoubaoBot]) -> bool:
         await remember_server_language(interaction)
         return True
 
-    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: app_commands.AppCommandError) -> None:
         await explain_error(interaction, error)

@@ -69,7 +69,7 @@ class Generate(commands.Cog):
     @app_commands.choices(size=SIZE_CHOICES, model=MODEL_CHOICES, style=STYLE_CHOICES)
     async def draw(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[DoubaoBot],
         prompt: Prompt,
         size: str | None = None,
         model: str | None = None,
@@ -114,7 +114,7 @@ class Generate(commands.Cog):
     @app_commands.choices(size=SIZE_CHOICES)
     async def character(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[DoubaoBot],
         prompt: Prompt,
         reference: discord.Attachment,
         size: str | None = None,

@@ -49,7 +49,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction[DoubaoBot]) -> bool:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         require_manage_guild(interaction)
         # Admin texts are in the server's language, like the mod log they are recorded in.
         assert interaction.guild_id is not None
@@ -114,7 +114,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @app_commands.command(name="language", description="The language of the mod log and of server-wide texts")
     @app_commands.choices(language=LANGUAGE_CHOICES)
     @app_commands.describe(language="auto follows the server's Discord language")
-    async def language(self, interaction: discord.Interaction, language: str) -> None:
+    async def language(self, interaction: discord.Interaction[DoubaoBot], language: str) -> None:
         assert interaction.guild_id is not None
         await self._update(interaction, language=None if language == "auto" else language)
         await use_server_language(interaction)

@@ -145,8 +145,8 @@ def _compile(pattern: str) -> regex.Pattern[str]:
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
     except regex.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None else ""
-        raise InvalidPattern(f"The regular expression does not compile: {exc.msg}{where}.") from None
+        where = f" at position {exc.pos}" if exc.pos is not None else ""  # pyright: ignore[reportAttributeAccessIssue] - regex sets .pos; typeshed's stub omits it
+        raise InvalidPattern(f"The regular expression does not compile: {exc.msg}{where}.") from None  # pyright: ignore[reportAttributeAccessIssue] - regex sets .msg; typeshed's stub omits it
     if compiled.search("") is not None:
         raise InvalidPattern("The regular expression matches empty text, so it would block every prompt.")
     try:

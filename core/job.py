@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, overload
 
 from core.errors import UserFacingError
 from core.images import DownloadedImage
@@ -140,6 +140,10 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+@overload
+def format_time(value: datetime) -> str: ...
+@overload
+def format_time(value: datetime | None) -> str | None: ...
 def format_time(value: datetime | None) -> str | None:
     """Fixed precision, so stored times compare correctly as text."""
     return value.astimezone(UTC).isoformat(timespec="microseconds") if value else None

@@ -220,7 +220,7 @@ class JobService:
 
     async def expire_pending(self) -> int:
         """Refunds the pending jobs whose approval time ran out; returns how many."""
-        expired = await self._store.expired_pending_jobs(format_time(self._clock()) or "")
+        expired = await self._store.expired_pending_jobs(format_time(self._clock()))
         count = 0
         for row in expired:
             count += await self._settle_pending(Job.from_row(row), "approval.expired", decision="expired")
@@ -339,7 +339,7 @@ class JobService:
                     await self._queue_changed.wait()
 
     def _lease_until(self) -> str:
-        return format_time(self._clock() + timedelta(seconds=self.limits.lease_seconds)) or ""
+        return format_time(self._clock() + timedelta(seconds=self.limits.lease_seconds))
 
     def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
@@ -457,7 +457,7 @@ class JobService:
     async def take_over_expired(self) -> int:
         """Settles the running or delivering jobs of processes that stopped renewing their leases; returns how
         many this process took."""
-        now = format_time(self._clock()) or ""
+        now = format_time(self._clock())
         taken = 0
         for row in await self._store.expired_leases(now):
             if not await self._store.take_over(row.id, owner=self.owner, lease_until=self._lease_until(), now=now):

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 
@@ -167,7 +167,7 @@ def _row_to_job(row: aiosqlite.Row) -> JobRow:
 class SQLiteStore:
     """One connection per process; writes that read-then-write run in BEGIN IMMEDIATE transactions."""
 
-    multi_process = False
+    multi_process: ClassVar[bool] = False
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
@@ -481,7 +481,7 @@ class SQLiteStore:
         return totals
 
     async def job_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(ACTIVE_STATES + FINAL_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(ACTIVE_STATES + FINAL_STATES, 0)
         async with self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
             async for state, count in cursor:
                 counts[state] = count
