@@ -9,13 +9,20 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from storage._rows import (
+    JOB_COLUMNS,
+    finish_arguments,
+    job_changes,
+    job_from_row,
+    job_values,
+    settle_state,
+    utc_now,
+)
 from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow, MemberRecord
 
 log = logging.getLogger(__name__)
@@ -136,19 +143,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_JOB_COLUMNS = tuple(field.name for field in fields(JobRow))
-_UPDATABLE = frozenset(_JOB_COLUMNS) - {"id", "guild_id", "user_id", "command", "created_at", "updated_at"}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _row_to_job(row: aiosqlite.Row) -> JobRow:
-    values = dict(zip(_JOB_COLUMNS, row, strict=True))
-    values["params"] = json.loads(values["params"])
-    return JobRow(**values)
-
 
 class SQLiteStore:
     """One connection per process; writes that read-then-write run in BEGIN IMMEDIATE transactions."""
@@ -206,7 +200,7 @@ class SQLiteStore:
     # -- jobs and their quota ------------------------------------------------------------------
 
     async def create_job(self, job: JobRow, *, window: str, limit: int) -> bool:
-        now = _now()
+        created_at = utc_now()
         async with self._transaction() as db:
             cursor = await db.execute(
                 """
@@ -216,25 +210,21 @@ class SQLiteStore:
                        WHERE guild_id = ? AND user_id = ? AND period = ?
                          AND state IN ('reserved', 'committed')) < ?
                 """,
-                (job.id, job.guild_id, job.user_id, window, now, job.guild_id, job.user_id, window, limit),
+                (job.id, job.guild_id, job.user_id, window, created_at, job.guild_id, job.user_id, window, limit),
             )
             if cursor.rowcount != 1:
                 return False
-            values = {name: getattr(job, name) for name in _JOB_COLUMNS}
-            values.update(params=json.dumps(job.params), created_at=now, updated_at=now)
-            placeholders = ", ".join("?" for _ in _JOB_COLUMNS)
+            placeholders = ", ".join("?" for _ in JOB_COLUMNS)
             await db.execute(
-                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({placeholders})",
-                tuple(values[name] for name in _JOB_COLUMNS),
+                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({placeholders})",
+                job_values(job, created_at=created_at),
             )
             return True
 
     async def update_job(self, job_id: str, *, expect: Iterable[str] | None = None, **changes: Any) -> bool:
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        assignments = [f"{name} = ?" for name in changes] + ["updated_at = ?"]
-        arguments: list[Any] = [json.dumps(v) if k == "params" else v for k, v in changes.items()] + [_now()]
+        encoded = job_changes(changes)
+        assignments = [f"{name} = ?" for name in encoded] + ["updated_at = ?"]
+        arguments: list[Any] = [*encoded.values(), utc_now()]
         where = "id = ?"
         arguments.append(job_id)
         if expect is not None:
@@ -255,12 +245,8 @@ class SQLiteStore:
         result_message_id: int | None = None,
         expect: Iterable[str] = ACTIVE_STATES,
     ) -> bool:
-        if state not in FINAL_STATES:
-            raise ValueError(f"{state!r} is not a final state")
-        now = _now()
-        expected = tuple(str(name) for name in expect)
-        if not set(expected) <= set(ACTIVE_STATES):
-            raise ValueError(f"only active jobs can be finished, not {expected}")
+        expected = finish_arguments(state, expect)
+        finished_at = utc_now()
         placeholders = ", ".join("?" for _ in expected)
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -270,34 +256,34 @@ class SQLiteStore:
                                 interaction_token = NULL, updated_at = ?, finished_at = ?
                 WHERE id = ? AND state IN ({placeholders})
                 """,
-                (str(state), error, note, result_message_id, now, now, job_id, *expected),
+                (str(state), error, note, result_message_id, finished_at, finished_at, job_id, *expected),
             )
             if cursor.rowcount != 1:
                 return False
             await db.execute(
                 "UPDATE quota_ledger SET state = ?, settled_at = ? WHERE job_id = ? AND state = 'reserved'",
-                ("committed" if state == "done" else "refunded", now, job_id),
+                (settle_state(state), finished_at, job_id),
             )
             return True
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        async with self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)) as cur:
+        async with self._db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
-        return _row_to_job(row) if row else None
+        return job_from_row(row) if row else None
 
     async def active_jobs(self) -> list[JobRow]:
         active = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
-        query = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE state IN ({active}) ORDER BY created_at, rowid"
+        query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE state IN ({active}) ORDER BY created_at, rowid"
         async with self._db.execute(query) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int) -> list[JobRow]:
         query = (
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE guild_id = ? AND user_id = ?"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE guild_id = ? AND user_id = ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         )
         async with self._db.execute(query, (guild_id, user_id, limit)) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
         query = "SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = ? AND user_id = ?"
@@ -357,12 +343,12 @@ class SQLiteStore:
 
     async def expired_pending_jobs(self, now: str) -> list[JobRow]:
         query = (
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
             " WHERE state = 'pending' AND approval_expires_at IS NOT NULL AND approval_expires_at < ?"
             " ORDER BY created_at"
         )
         async with self._db.execute(query, (now,)) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     # -- server policy --------------------------------------------------------------------------
 
@@ -376,7 +362,7 @@ class SQLiteStore:
             await db.execute(
                 "INSERT INTO guild_settings (guild_id, settings, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
-                (guild_id, json.dumps(settings, sort_keys=True), _now()),
+                (guild_id, json.dumps(settings, sort_keys=True), utc_now()),
             )
 
     async def get_user_limit(self, guild_id: int, user_id: int) -> int | None:
@@ -401,7 +387,7 @@ class SQLiteStore:
             await db.execute(
                 "INSERT INTO quota_grants (guild_id, user_id, period, amount, granted_by, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (guild_id, user_id, window, amount, granted_by, _now()),
+                (guild_id, user_id, window, amount, granted_by, utc_now()),
             )
 
     async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
@@ -416,7 +402,7 @@ class SQLiteStore:
                 "INSERT INTO bans (guild_id, user_id, reason, banned_by, created_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason,"
                 " banned_by = excluded.banned_by, created_at = excluded.created_at",
-                (guild_id, user_id, reason, banned_by, _now()),
+                (guild_id, user_id, reason, banned_by, utc_now()),
             )
 
     async def unban(self, *, guild_id: int, user_id: int) -> bool:
