@@ -185,17 +185,20 @@ class SQLiteStore:
             await self._db.execute("COMMIT")
 
     async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = row[0] if row else 0
-        if version > len(MIGRATIONS):
-            raise RuntimeError(f"the database schema (v{version}) is newer than this bot (v{len(MIGRATIONS)})")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            log.info("migrating the database to schema v%d", number)
+        # Processes opening one file together take turns: the version is read inside the write transaction.
+        while True:
             async with self._transaction() as db:
-                for statement in filter(str.strip, script.split(";")):
+                async with db.execute("PRAGMA user_version") as cursor:
+                    row = await cursor.fetchone()
+                version = row[0] if row else 0
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(f"the database schema (v{version}) is newer than this bot (v{len(MIGRATIONS)})")
+                if version == len(MIGRATIONS):
+                    return
+                log.info("migrating the database to schema v%d", version + 1)
+                for statement in filter(str.strip, MIGRATIONS[version].split(";")):
                     await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
+                await db.execute(f"PRAGMA user_version = {version + 1}")
 
     # -- jobs and their quota ------------------------------------------------------------------
 
