@@ -45,6 +45,11 @@ def postgres_connect_args(database_url: str) -> dict[str, Any]:
     if not is_postgres_url(database_url):
         raise ValueError(f"expected {EXPECTED}, got {redact_url(database_url)!r}")
     parts = urlsplit(database_url)
+    if "@" in parts.path:
+        raise ValueError(
+            "characters such as / in the user name or password must be percent-encoded (/ is %2F)"
+            f" in {redact_url(database_url)!r}"
+        )
     try:
         port = parts.port
     except ValueError:
