@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ EXPECTED = "sqlite:///path or postgresql://user:password@host:port/database"
 
 
 def redact_url(url: str) -> str:
-    """The URL with the password (everything between the user's ':' and the last '@') replaced by '***'."""
+    """The URL with the password (everything between the user's ':' and the last '@', and any `password=` in
+    the query) replaced by '***'."""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
     scheme, separator, rest = url.partition("://")
     if not separator or "@" not in rest:
         return url
@@ -74,7 +77,7 @@ def postgres_connect_args(database_url: str) -> dict[str, Any]:
         elif key == "sslmode" and value in SSL_MODES:
             args["ssl"] = value
         else:
-            raise ValueError(f"unsupported option {key}={value!r} in {redact_url(database_url)!r}")
+            raise ValueError(f"unsupported option {key!r} in {redact_url(database_url)!r}")
     return args
 
 

@@ -56,6 +56,7 @@ def test_the_password_is_handed_over_as_a_function() -> None:
         f"postgresql://bot:{ENCODED}@db/doubao?sslmode=sometimes",
         f"mysql://bot:{ENCODED}@db/doubao",
         f"postgresql://bot:{PASSWORD}@db/doubao",  # not percent-encoded
+        f"postgresql://bot:{ENCODED}@db/doubao?user=bot&password=s3cret",
     ],
 )
 def test_bad_urls_are_refused_without_showing_the_password(url: str) -> None:
@@ -71,6 +72,9 @@ def test_redact_url() -> None:
     assert redact_url("postgresql://bot@db/x") == "postgresql://bot@db/x"
     assert redact_url("postgresql://db/x") == "postgresql://db/x"
     assert redact_url("sqlite:///data/bot.sqlite3") == "sqlite:///data/bot.sqlite3"
+    assert redact_url("postgresql://db/x?user=u&Password=pw&sslmode=require") == (
+        "postgresql://db/x?user=u&Password=***&sslmode=require"
+    )
 
 
 async def test_the_pool_has_the_configured_size(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
