@@ -21,15 +21,16 @@ from storage._rows import (
     settle_state,
     utc_now,
 )
-from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow, StoreUnavailable
+from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, JobRow, MemberRecord, StoreUnavailable
 from storage.urls import postgres_connect_args, redact_url
 
 log = logging.getLogger(__name__)
 
 # Each entry moves the schema one version up; never edit one that has shipped, append a new one. v1 is the schema
-# SQLite reached at its v3, with the same tables and columns: snowflakes are BIGINT, timestamps and windows are
-# ISO 8601 text in one fixed UTC format compared byte-wise (COLLATE "C", as SQLite does), JSON is text. `jobs.seq`
-# is the insertion order that SQLite's rowid gives, to order jobs created in the same millisecond.
+# SQLite reached at its v3, with the same tables and columns (v2 then follows SQLite's v4): snowflakes are BIGINT,
+# timestamps and windows are ISO 8601 text in one fixed UTC format compared byte-wise (COLLATE "C", as SQLite does),
+# JSON is text. `jobs.seq` is the insertion order that SQLite's rowid gives, to order jobs created in the same
+# millisecond.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE quota_ledger (
@@ -102,6 +103,10 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (guild_id, user_id)
     );
+    """,
+    # v2: the requester's daily limit travels with the job, so the image shows the same limit as /quota.
+    """
+    ALTER TABLE jobs ADD COLUMN quota_limit BIGINT;
     """,
 )
 
@@ -278,6 +283,34 @@ class PostgresStore:
     async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
         query = "SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = $1 AND user_id = $2"
         return await self._pool.fetchval(query, guild_id, user_id)
+
+    async def member_record(self, *, guild_id: int, user_id: int, window: str) -> MemberRecord:
+        row = await self._pool.fetchrow(
+            """
+            SELECT (SELECT settings FROM guild_settings WHERE guild_id = $1),
+                   EXISTS (SELECT 1 FROM bans WHERE guild_id = $1 AND user_id = $2),
+                   (SELECT daily_limit FROM user_limits WHERE guild_id = $1 AND user_id = $2),
+                   (SELECT COALESCE(SUM(amount), 0) FROM quota_grants
+                    WHERE guild_id = $1 AND user_id = $2 AND period = $3),
+                   (SELECT COUNT(*) FROM quota_ledger
+                    WHERE guild_id = $1 AND user_id = $2 AND period = $3
+                      AND state IN ('reserved', 'committed')),
+                   (SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = $1 AND user_id = $2)
+            """,
+            guild_id,
+            user_id,
+            window,
+        )
+        assert row is not None
+        settings, banned, personal, granted, used, last = row
+        return MemberRecord(
+            guild_settings=json.loads(settings) if settings else None,
+            banned=bool(banned),
+            personal_limit=personal,
+            granted=int(granted),
+            used=int(used),
+            last_request_at=last,
+        )
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
         count = await self._pool.fetchval(

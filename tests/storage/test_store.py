@@ -161,6 +161,16 @@ async def test_update_job_only_from_expected_states(store) -> None:
         await store.update_job("job-1", user_id=1)
 
 
+async def test_the_quota_limit_travels_with_the_job(store) -> None:
+    row = job("job-1")
+    assert await store.create_job(type(row)(**{**row.__dict__, "quota_limit": 7}), window=DAY, limit=7)
+    stored = await store.get_job("job-1")
+    assert stored is not None and stored.quota_limit == 7
+    assert await store.update_job("job-1", quota_limit=9)
+    stored = await store.get_job("job-1")
+    assert stored is not None and stored.quota_limit == 9
+
+
 async def test_update_job_params(store) -> None:
     await reserve(store, "job-1")
     assert await store.update_job("job-1", params={"prompt": "a dog", "seed": 8})
@@ -356,6 +366,25 @@ async def test_last_request_survives_forgetting(store) -> None:
     assert before is not None
     assert await store.forget_user(USER, guild_id=None, keep_window="2026-11-21") == 1
     assert await store.last_request_at(guild_id=GUILD, user_id=USER) == before
+
+
+async def test_member_record_reads_everything_at_once(store) -> None:
+    empty = await store.member_record(guild_id=GUILD, user_id=USER, window=DAY)
+    assert (empty.guild_settings, empty.banned, empty.personal_limit) == (None, False, None)
+    assert (empty.granted, empty.used, empty.last_request_at) == (0, 0, None)
+    await store.save_guild_settings(GUILD, {"language": "en"})
+    await store.ban(guild_id=GUILD, user_id=USER, reason=None, banned_by=9)
+    await store.set_user_limit(GUILD, USER, 3)
+    await store.add_quota_grant(guild_id=GUILD, user_id=USER, window=DAY, amount=2, granted_by=9)
+    assert await reserve(store, "today")
+    assert await reserve(store, "refunded")
+    await store.finish_job("refunded", "failed")
+    assert await reserve(store, "yesterday", window="2026-11-20")
+    assert await reserve(store, "other", user=OTHER_USER)
+    record = await store.member_record(guild_id=GUILD, user_id=USER, window=DAY)
+    assert (record.guild_settings, record.banned, record.personal_limit) == ({"language": "en"}, True, 3)
+    assert (record.granted, record.used) == (2, 1)
+    assert record.last_request_at == await store.last_request_at(guild_id=GUILD, user_id=USER)
 
 
 # -- metadata --------------------------------------------------------------------------------------
