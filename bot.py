@@ -26,7 +26,7 @@ from core.job import JobLimits
 from core.jobs import JobService
 from core.policy import PolicyService
 from core.quota import QuotaService
-from storage import Store, open_store
+from storage import Store, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
 async def run(settings: Settings) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        open_store(settings.database_url) as store,
+        open_store(settings.database_url.reveal(), pool_size=settings.database_pool_size) as store,
         build_bot(settings, session, store) as bot,
     ):
         loop = asyncio.get_running_loop()
@@ -165,6 +165,9 @@ def main() -> int:
         asyncio.run(run(settings))
     except discord.LoginFailure:
         log.error("Discord refused the token: check DISCORD_TOKEN")
+        return 1
+    except StoreUnavailable as error:
+        log.error("%s: check DATABASE_URL", error)
         return 1
     return 0
 

@@ -7,11 +7,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from storage.urls import is_postgres_url, postgres_connect_args, sqlite_path
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+DEFAULT_DATABASE_URL = "sqlite:///data/bot.sqlite3"
 WATERMARK_POSITIONS = {"bottom-right": 0, "bottom-left": 1, "top-left": 2, "top-right": 3}
 
 
@@ -71,7 +74,8 @@ class Settings:
     discord_token: Secret
     ai302_api_key: Secret
     ai302_base_url: str = "https://api.302.ai"
-    database_url: str = "sqlite:///data/bot.sqlite3"
+    database_url: Secret = field(default_factory=lambda: Secret(DEFAULT_DATABASE_URL))  # may carry a password
+    database_pool_size: int = 10
     daily_quota: int = 20
     max_concurrent_jobs: int = 4
     max_jobs_per_user: int = 2
@@ -111,7 +115,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         discord_token=Secret(reader.required("DISCORD_TOKEN")),
         ai302_api_key=Secret(reader.required("AI302_API_KEY")),
         ai302_base_url=reader.get("AI302_BASE_URL", _http_url, "https://api.302.ai"),
-        database_url=reader.get("DATABASE_URL", _database_url, "sqlite:///data/bot.sqlite3"),
+        database_url=reader.get("DATABASE_URL", _database_url, Secret(DEFAULT_DATABASE_URL)),
+        database_pool_size=reader.get("DATABASE_POOL_SIZE", _integer(1, 100), 10),
         daily_quota=reader.get("DAILY_QUOTA", _integer(0, 1_000_000), 20),
         max_concurrent_jobs=reader.get("MAX_CONCURRENT_JOBS", _integer(1, 64), 4),
         max_jobs_per_user=reader.get("MAX_JOBS_PER_USER", _integer(1, 100), 2),
@@ -206,10 +211,13 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
-def _database_url(raw: str) -> str:
-    if not raw.startswith("sqlite:///") or raw == "sqlite:///":
-        raise ValueError(f"expected sqlite:///relative/path or sqlite:////absolute/path, got {raw!r}")
-    return raw
+def _database_url(raw: str) -> Secret:
+    """sqlite:///path or postgresql://user:password@host:port/database; the errors show no password."""
+    if is_postgres_url(raw):
+        postgres_connect_args(raw)
+    else:
+        sqlite_path(raw)
+    return Secret(raw)
 
 
 def _megabytes(raw: str) -> int:

@@ -11,6 +11,10 @@ ACTIVE_STATES = ("pending", "queued", "running", "delivering")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
+class StoreUnavailable(Exception):
+    """The database could not be reached or refused the connection; the message never shows a password."""
+
+
 @dataclass(frozen=True)
 class JobRow:
     """A job as stored: plain values only, so any backend can fill it."""

@@ -9,13 +9,21 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import fields, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiosqlite
 
+from storage._rows import (
+    JOB_COLUMNS,
+    finish_arguments,
+    job_changes,
+    job_from_row,
+    job_values,
+    settle_state,
+    utc_now,
+)
 from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, Created, JobRow, MemberRecord
 
 log = logging.getLogger(__name__)
@@ -145,23 +153,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_JOB_COLUMNS = tuple(field.name for field in fields(JobRow))
-_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+_SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
 _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
-ROUND_KEY = "queue_round"
+ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_UPDATABLE = frozenset(_JOB_COLUMNS) - {"id", "guild_id", "user_id", "command", "created_at", "updated_at"}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _row_to_job(row: aiosqlite.Row) -> JobRow:
-    values = dict(zip(_JOB_COLUMNS, row, strict=True))
-    values["params"] = json.loads(values["params"])
-    return JobRow(**values)
 
 
 class SQLiteStore:
@@ -208,17 +204,20 @@ class SQLiteStore:
             await self._db.execute("COMMIT")
 
     async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = row[0] if row else 0
-        if version > len(MIGRATIONS):
-            raise RuntimeError(f"the database schema (v{version}) is newer than this bot (v{len(MIGRATIONS)})")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            log.info("migrating the database to schema v%d", number)
+        # Processes opening one file together take turns: the version is read inside the write transaction.
+        while True:
             async with self._transaction() as db:
-                for statement in filter(str.strip, script.split(";")):
+                async with db.execute("PRAGMA user_version") as cursor:
+                    row = await cursor.fetchone()
+                version = row[0] if row else 0
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(f"the database schema (v{version}) is newer than this bot (v{len(MIGRATIONS)})")
+                if version == len(MIGRATIONS):
+                    return
+                log.info("migrating the database to schema v%d", version + 1)
+                for statement in filter(str.strip, MIGRATIONS[version].split(";")):
                     await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
+                await db.execute(f"PRAGMA user_version = {version + 1}")
 
     # -- jobs and their quota ------------------------------------------------------------------
 
@@ -231,7 +230,7 @@ class SQLiteStore:
         max_per_user: int | None = None,
         max_queue: int | None = None,
     ) -> Created:
-        now = _now()
+        created_at = utc_now()
         async with self._transaction() as db:
             queued = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
             if max_queue is not None and job.state == "queued" and await _count(db, queued) >= max_queue:
@@ -248,18 +247,16 @@ class SQLiteStore:
                        WHERE guild_id = ? AND user_id = ? AND period = ?
                          AND state IN ('reserved', 'committed')) < ?
                 """,
-                (job.id, job.guild_id, job.user_id, window, now, job.guild_id, job.user_id, window, limit),
+                (job.id, job.guild_id, job.user_id, window, created_at, job.guild_id, job.user_id, window, limit),
             )
             if cursor.rowcount != 1:
                 return Created.QUOTA_EXHAUSTED
-            values = {name: getattr(job, name) for name in _JOB_COLUMNS}
-            values.update(params=json.dumps(job.params), created_at=now, updated_at=now)
             if job.state == "queued":
-                values["turn"] = await self._next_turn(db, job.user_id)
-            placeholders = ", ".join("?" for _ in _JOB_COLUMNS)
+                job = replace(job, turn=await self._next_turn(db, job.user_id))
+            placeholders = ", ".join("?" for _ in JOB_COLUMNS)
             await db.execute(
-                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({placeholders})",
-                tuple(values[name] for name in _JOB_COLUMNS),
+                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({placeholders})",
+                job_values(job, created_at=created_at),
             )
             return Created.CREATED
 
@@ -290,7 +287,7 @@ class SQLiteStore:
             await db.execute(
                 "UPDATE jobs SET state = 'queued', turn = ?, attempts = attempts + ?, lease_owner = NULL,"
                 " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
-                (turn, 1 if state == "running" else 0, _now(), job_id),
+                (turn, 1 if state == "running" else 0, utc_now(), job_id),
             )
             return True
 
@@ -303,8 +300,8 @@ class SQLiteStore:
                 row = await cursor.fetchone()
             if row is None:
                 return None
-            job = _row_to_job(row)
-            now = _now()
+            job = job_from_row(row)
+            now = utc_now()
             await db.execute(
                 "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
                 (owner, lease_until, now, job.id),
@@ -331,7 +328,7 @@ class SQLiteStore:
             " AND lease_expires_at < ? ORDER BY created_at, rowid"
         )
         async with self._db.execute(query, (now,)) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
         async with self._transaction() as db:
@@ -352,11 +349,9 @@ class SQLiteStore:
     async def update_job(
         self, job_id: str, *, expect: Iterable[str] | None = None, held_by: str | None = None, **changes: Any
     ) -> bool:
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        assignments = [f"{name} = ?" for name in changes] + ["updated_at = ?"]
-        arguments: list[Any] = [json.dumps(v) if k == "params" else v for k, v in changes.items()] + [_now()]
+        encoded = job_changes(changes)
+        assignments = [f"{name} = ?" for name in encoded] + ["updated_at = ?"]
+        arguments: list[Any] = [*encoded.values(), utc_now()]
         where = "id = ?"
         arguments.append(job_id)
         if expect is not None:
@@ -381,12 +376,8 @@ class SQLiteStore:
         expect: Iterable[str] = ACTIVE_STATES,
         held_by: str | None = None,
     ) -> bool:
-        if state not in FINAL_STATES:
-            raise ValueError(f"{state!r} is not a final state")
-        now = _now()
-        expected = tuple(str(name) for name in expect)
-        if not set(expected) <= set(ACTIVE_STATES):
-            raise ValueError(f"only active jobs can be finished, not {expected}")
+        expected = finish_arguments(state, expect)
+        finished_at = utc_now()
         placeholders = ", ".join("?" for _ in expected)
         held = "" if held_by is None else " AND lease_owner = ?"
         async with self._transaction() as db:
@@ -397,35 +388,35 @@ class SQLiteStore:
                                 interaction_token = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
                 WHERE id = ? AND state IN ({placeholders}){held}
                 """,
-                (str(state), error, note, result_message_id, now, now, job_id, *expected)
+                (str(state), error, note, result_message_id, finished_at, finished_at, job_id, *expected)
                 + (() if held_by is None else (held_by,)),
             )
             if cursor.rowcount != 1:
                 return False
             await db.execute(
                 "UPDATE quota_ledger SET state = ?, settled_at = ? WHERE job_id = ? AND state = 'reserved'",
-                ("committed" if state == "done" else "refunded", now, job_id),
+                (settle_state(state), finished_at, job_id),
             )
             return True
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        async with self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)) as cur:
+        async with self._db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
-        return _row_to_job(row) if row else None
+        return job_from_row(row) if row else None
 
     async def active_jobs(self) -> list[JobRow]:
         active = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
-        query = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE state IN ({active}) ORDER BY created_at, rowid"
+        query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE state IN ({active}) ORDER BY created_at, rowid"
         async with self._db.execute(query) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int) -> list[JobRow]:
         query = (
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE guild_id = ? AND user_id = ?"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE guild_id = ? AND user_id = ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         )
         async with self._db.execute(query, (guild_id, user_id, limit)) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
         query = "SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = ? AND user_id = ?"
@@ -489,12 +480,12 @@ class SQLiteStore:
 
     async def expired_pending_jobs(self, now: str) -> list[JobRow]:
         query = (
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
             " WHERE state = 'pending' AND approval_expires_at IS NOT NULL AND approval_expires_at < ?"
             " ORDER BY created_at"
         )
         async with self._db.execute(query, (now,)) as cursor:
-            return [_row_to_job(row) async for row in cursor]
+            return [job_from_row(row) async for row in cursor]
 
     # -- server policy --------------------------------------------------------------------------
 
@@ -508,7 +499,7 @@ class SQLiteStore:
             await db.execute(
                 "INSERT INTO guild_settings (guild_id, settings, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
-                (guild_id, json.dumps(settings, sort_keys=True), _now()),
+                (guild_id, json.dumps(settings, sort_keys=True), utc_now()),
             )
 
     async def get_user_limit(self, guild_id: int, user_id: int) -> int | None:
@@ -533,7 +524,7 @@ class SQLiteStore:
             await db.execute(
                 "INSERT INTO quota_grants (guild_id, user_id, period, amount, granted_by, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (guild_id, user_id, window, amount, granted_by, _now()),
+                (guild_id, user_id, window, amount, granted_by, utc_now()),
             )
 
     async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
@@ -548,7 +539,7 @@ class SQLiteStore:
                 "INSERT INTO bans (guild_id, user_id, reason, banned_by, created_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason,"
                 " banned_by = excluded.banned_by, created_at = excluded.created_at",
-                (guild_id, user_id, reason, banned_by, _now()),
+                (guild_id, user_id, reason, banned_by, utc_now()),
             )
 
     async def unban(self, *, guild_id: int, user_id: int) -> bool:
@@ -589,7 +580,10 @@ class SQLiteStore:
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._transaction() as db:
-            await db.execute(_SET_META, (key, value))
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
 
 async def _count(db: aiosqlite.Connection, query: str, *arguments: Any) -> int:

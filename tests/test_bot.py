@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from tests.e2e.harness import outcome, running_harness
+from tests.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,24 @@ def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
     result = run_bot(tmp_path, {})
     assert result.returncode == 2 and "MAX_CONCURRENT_JOBS" in result.stderr
     assert "from-dotenv" not in result.stderr
+
+
+def test_a_database_that_refuses_us_stops_the_start_with_one_line(
+    tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    wrong = postgres_url.replace(quote(postgres_cluster.password, safe=""), "not-the-password-4321")
+    result = run_bot(tmp_path, {"DISCORD_TOKEN": "t", "AI302_API_KEY": "k", "DATABASE_URL": wrong})
+    assert result.returncode == 1, result.stderr
+    assert "password authentication failed" in result.stderr and "check DATABASE_URL" in result.stderr
+    assert "not-the-password-4321" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_the_bot_draws_with_a_postgresql_database(tmp_path: Path, postgres_url: str) -> None:
+    async with running_harness(tmp_path, env_for=lambda fake: {"DATABASE_URL": postgres_url}) as harness:
+        message = await outcome(await harness.draw())
+        assert message.attachments
+        assert (await harness.check_ledger())["committed"] == 1
 
 
 async def test_dev_guild_gets_the_commands_and_nothing_is_global(tmp_path: Path) -> None:

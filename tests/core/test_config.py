@@ -12,7 +12,8 @@ REQUIRED = {"DISCORD_TOKEN": "discord-token-value", "AI302_API_KEY": "sk-api-key
 def test_defaults() -> None:
     settings = load_settings(REQUIRED)
     assert settings.ai302_base_url == "https://api.302.ai"
-    assert settings.database_url == "sqlite:///data/bot.sqlite3"
+    assert settings.database_url == Secret("sqlite:///data/bot.sqlite3")
+    assert settings.database_pool_size == 10
     assert settings.daily_quota == 20
     assert settings.max_concurrent_jobs == 4
     assert settings.dev_guild_id is None
@@ -28,6 +29,7 @@ def test_values_are_parsed() -> None:
         | {
             "AI302_BASE_URL": "http://127.0.0.1:8080/",
             "DATABASE_URL": "sqlite:////srv/bot.db",
+            "DATABASE_POOL_SIZE": "25",
             "DAILY_QUOTA": "5",
             "MAX_CONCURRENT_JOBS": "2",
             "DEV_GUILD_ID": "123456789012345678",
@@ -43,7 +45,8 @@ def test_values_are_parsed() -> None:
         }
     )
     assert settings.ai302_base_url == "http://127.0.0.1:8080"
-    assert settings.database_url == "sqlite:////srv/bot.db"
+    assert settings.database_url.reveal() == "sqlite:////srv/bot.db"
+    assert settings.database_pool_size == 25
     assert (settings.daily_quota, settings.max_concurrent_jobs) == (5, 2)
     assert settings.dev_guild_id == 123456789012345678
     assert settings.log_level == "DEBUG"
@@ -77,7 +80,11 @@ def test_missing_secret_names_the_variable(missing: str) -> None:
         ("DEV_GUILD_ID", "my-guild"),
         ("LOG_LEVEL", "LOUD"),
         ("AI302_BASE_URL", "api.302.ai"),
-        ("DATABASE_URL", "postgres://x"),
+        ("DATABASE_URL", "mysql://x"),
+        ("DATABASE_URL", "sqlite:///"),
+        ("DATABASE_URL", "postgresql://bot:pw@db:port/doubao"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_POOL_SIZE", "many"),
         ("API_TIMEOUT_SECONDS", "soon"),
         ("WATERMARK_ENABLED", "maybe"),
         ("WATERMARK_POSITION", "middle"),
@@ -98,3 +105,26 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert settings.discord_token.reveal() == "discord-token-value"
     assert settings.ai302_api_key == Secret("sk-api-key-value")
     assert f"{settings.ai302_api_key}" == "Secret('********')"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_postgresql_url_is_accepted_and_its_password_kept_out_of_sight(scheme: str) -> None:
+    url = f"{scheme}://bot:db-password-value@db.example:5432/doubao"
+    settings = load_settings(REQUIRED | {"DATABASE_URL": url})
+    assert settings.database_url.reveal() == url
+    assert "db-password-value" not in repr(settings) + str(settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bot:db-password-value@db.example:port/doubao",
+        "postgresql://bot:db-password-value@db.example/doubao?colour=blue",
+        "postgresq://bot:db-password-value@db.example/doubao",
+    ],
+)
+def test_a_malformed_database_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL is malformed") as caught:
+        load_settings(REQUIRED | {"DATABASE_URL": url})
+    assert "db-password-value" not in str(caught.value)
+    assert "bot:***@db.example" in str(caught.value)

@@ -229,16 +229,25 @@ async def test_api_calls_in_flight_are_bounded(service, api) -> None:
     assert api.max_in_flight == 2
 
 
-async def test_round_robin_serves_a_newcomer_right_after_the_running_job(make_service, events, api) -> None:
+async def test_users_waiting_together_are_served_in_turn(make_service, events, api) -> None:
     service = make_service(daily_limit=20, max_concurrent=1, max_per_user=10)
     await service.start(events)
-    api.default_response = lambda _payload: FakeResponse.delay(0.05, then=FakeResponse.success_urls())
-    for n in range(6):
-        await service.submit(draw(f"A{n}", user=1))
-    await service.submit(draw("B0", user=2))
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_payload):
+        started.set()
+        await release.wait()
+        return FakeResponse.success_urls()
+
+    api.default_response = held
+    await service.submit(draw("A0", user=1))
+    await started.wait()
+    for prompt, user in (("A1", 1), ("A2", 1), ("B0", 2), ("B1", 2), ("C0", 3)):
+        await service.submit(draw(prompt, user=user))
+    release.set()
     await service.wait_idle()
     order = [request.json["prompt"] for request in api.requests]
-    assert order == ["A0", "B0", "A1", "A2", "A3", "A4", "A5"]
+    assert order == ["A0", "B0", "C0", "A1", "B1", "A2"]
     await service.shutdown()
 
 

@@ -58,7 +58,7 @@ class BotHarness:
         stack = contextlib.AsyncExitStack()
         try:
             session = await stack.enter_async_context(aiohttp.ClientSession())
-            self.store = await stack.enter_async_context(open_store(self.settings.database_url))
+            self.store = await stack.enter_async_context(open_store(self.settings.database_url.reveal()))
             if self.wrap_store is not None:
                 self.store = self.wrap_store(self.store)
             self.bot = build_bot(self.settings, session, self.store)
