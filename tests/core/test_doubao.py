@@ -70,9 +70,17 @@ def make_client(fake: FakeDoubao, session: aiohttp.ClientSession) -> MakeClient:
 
 @pytest.fixture(autouse=True)
 def key_never_logged(caplog: pytest.LogCaptureFixture) -> Any:
+    """No record of any phase (setup, the test, teardown) shows the key, in its message or its traceback.
+
+    After `yield`, `caplog.text` and `caplog.records` hold the teardown's records only: read every phase.
+    """
     caplog.set_level(logging.DEBUG)
     yield
-    assert API_KEY not in caplog.text
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    for when in ("setup", "call", "teardown"):
+        for record in caplog.get_records(when):
+            if API_KEY in formatter.format(record):
+                pytest.fail(f"the API key was logged during {when} by {record.name} at line {record.lineno}")
 
 
 def assert_safe(err: BaseException) -> None:
