@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import re
 from collections.abc import AsyncIterator
@@ -397,6 +398,19 @@ async def test_double_ack_and_expired_token(fake_discord: FakeDiscord, bot: Tiny
         url = f"{base}/webhooks/{fake_discord.application_id}/{record.token}?wait=true"
         async with http.post(url, json={"content": "too late"}) as resp:
             assert resp.status == 401 and (await resp.json())["code"] == 50027
+
+
+async def test_discord_py_reckons_the_same_token_expiry_as_the_fake(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    fake_discord.token_ttl = 40.0
+    honest = await fake_discord.invoke("echo", text="hello")
+    fake_discord.honest_expiry = False
+    skewed = await fake_discord.invoke("echo", text="hello")
+    expected = discord.utils.utcnow() + datetime.timedelta(seconds=40)
+    seen = discord.utils.snowflake_time(honest.id) + datetime.timedelta(minutes=15)  # Interaction.expires_at
+    assert abs((seen - expected).total_seconds()) < 1
+    seen = discord.utils.snowflake_time(skewed.id) + datetime.timedelta(minutes=15)
+    assert (seen - expected).total_seconds() > 800
+    assert len({honest.id, skewed.id, *fake_discord.world.messages}) == 2 + len(fake_discord.world.messages)
 
 
 async def test_upload_limit_gives_413() -> None:
