@@ -243,6 +243,26 @@ async def test_rest_requires_the_bot_token(fake_discord: FakeDiscord) -> None:
             assert (await resp.json())["url"] == fake_discord.gateway_url
 
 
+async def test_an_edit_without_allowed_mentions_reads_the_mentions_with_the_defaults(
+    fake_discord: FakeDiscord,
+) -> None:
+    bob = fake_discord.add_user("bob")
+    url = f"{fake_discord.api_base}/channels/{fake_discord.general.id}/messages"
+    headers = {"Authorization": f"Bot {fake_discord.bot_token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        quiet = {"content": f"hi {bob.mention}", "allowed_mentions": {"parse": []}}
+        async with http.post(url, json=quiet) as resp:
+            message = fake_discord.message(int((await resp.json())["id"]))
+        assert not message.mentions
+        async with http.patch(f"{url}/{message.id}", json={"embeds": []}) as resp:
+            assert resp.status == 200
+        assert not message.mentions  # the content was not edited
+        async with http.patch(f"{url}/{message.id}", json={"content": f"hello {bob.mention}"}) as resp:
+            assert resp.status == 200
+        assert message.mentions.users == {bob.id}
+        assert not message.pinged  # an edit notifies nobody
+
+
 async def test_dropped_gateway_resumes_and_replays_missed_events(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     await fake_discord.drop_gateway()
     assert fake_discord.gateway.resume_count == 1
