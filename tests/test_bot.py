@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 
+from bot import build_bot
+from core.config import load_settings
+from storage import open_store
 from tests.e2e.harness import outcome, running_harness
 from tests.postgres import PostgresCluster
 
@@ -97,3 +101,12 @@ def test_debug_logging_keeps_interaction_tokens_out() -> None:
         root.handlers[:] = saved[1]
         for name, level in saved[2].items():
             logging.getLogger(name).setLevel(level)
+
+
+async def test_the_bot_runs_jobs_with_the_documented_default_limits(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"DISCORD_TOKEN": "t", "AI302_API_KEY": "k", "DATABASE_URL": f"sqlite:///{tmp_path}/bot.sqlite3"}
+    )
+    async with aiohttp.ClientSession() as session, open_store(settings.database_url.reveal()) as store:
+        limits = build_bot(settings, session, store).jobs.limits
+    assert (limits.max_per_user, limits.shutdown_grace, limits.max_concurrent, limits.max_queue) == (2, 30, 4, 100)

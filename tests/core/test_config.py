@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from core.config import ConfigError, Secret, load_settings
 
+ROOT = Path(__file__).resolve().parents[2]
+README, ENV_EXAMPLE = ROOT / "README.md", ROOT / ".env.example"
 REQUIRED = {"DISCORD_TOKEN": "discord-token-value", "AI302_API_KEY": "sk-api-key-value"}
 
 
@@ -16,11 +21,38 @@ def test_defaults() -> None:
     assert settings.database_pool_size == 10
     assert settings.daily_quota == 20
     assert settings.max_concurrent_jobs == 4
+    assert settings.max_jobs_per_user == 2
+    assert settings.max_queue == 100
+    assert settings.shutdown_grace == 30.0
+    assert settings.status_edit_interval == 2.0
+    assert settings.approval_sweep_interval == 15.0
     assert settings.dev_guild_id is None
     assert settings.log_level == "INFO"
     assert settings.api_timeout == 120.0
+    assert (settings.api_max_attempts, settings.api_retry_backoff) == (3, 1.0)
     assert settings.max_reference_bytes == 10 * 1024 * 1024
     assert settings.api_extras.watermark.enabled is False
+
+
+def documented_defaults() -> list[tuple[str, str, str]]:
+    """(where, variable, value) for each default the README's table and .env.example give."""
+    found = []
+    for row in re.findall(r"^\| (`[A-Z0-9_]+`(?:, `[A-Z0-9_]+`)*) \| ([^|]+) \|", README.read_text(), re.M):
+        names, values = re.findall(r"`([A-Z0-9_]+)`", row[0]), re.findall(r"`([^`]+)`", row[1])
+        if len(values) == len(names):  # not "(required)", "(none)", "off", "API defaults"
+            found += [("README.md", name, value) for name, value in zip(names, values, strict=True)]
+    for name, value in re.findall(r"^# ([A-Z0-9_]+)=(\S+)$", ENV_EXAMPLE.read_text(), re.M):
+        found.append((".env.example", name, value))
+    return found
+
+
+def test_the_documented_defaults_are_the_defaults() -> None:
+    documented = documented_defaults()
+    names = {name for _, name, _ in documented}
+    assert {"MAX_JOBS_PER_USER", "SHUTDOWN_GRACE_SECONDS", "DAILY_QUOTA", "MAX_QUEUE"} <= names, documented
+    defaults = load_settings(REQUIRED)
+    for where, name, value in documented:
+        assert load_settings(REQUIRED | {name: value}) == defaults, f"{where} gives {name}={value}"
 
 
 def test_values_are_parsed() -> None:

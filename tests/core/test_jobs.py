@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,25 +89,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield opened
 
 
-MakeService = Callable[..., JobService]
-
-
-@pytest.fixture
-def make_service(api: FakeDoubao, store: Store, session: aiohttp.ClientSession) -> MakeService:
-    def make(daily_limit: int = 5, **limits: object) -> JobService:
-        client = DoubaoClient(
-            session, api_key=API_KEY, base_url=api.base_url, timeout=0.5, max_attempts=2, backoff_base=0.01
-        )
-        return JobService(
-            store=store,
-            quota=QuotaService(store, daily_limit=daily_limit),
-            client=client,
-            session=session,
-            extras=ApiExtras(),
-            limits=JobLimits(**({"max_concurrent": 2, "shutdown_grace": 1.0} | limits)),  # type: ignore[arg-type]
-        )
-
-    return make
+StartService = Callable[..., Awaitable[JobService]]
 
 
 @pytest.fixture
@@ -115,11 +98,38 @@ async def events() -> RecordedEvents:
 
 
 @pytest.fixture
-async def service(make_service: MakeService, events: RecordedEvents) -> AsyncIterator[JobService]:
-    jobs = make_service()
-    await jobs.start(events)
-    yield jobs
-    await jobs.shutdown()
+async def start_service(
+    api: FakeDoubao, store: Store, session: aiohttp.ClientSession, events: RecordedEvents
+) -> AsyncIterator[StartService]:
+    """Starts job services (with `events` unless given others); each is shut down after the test, passed or
+    failed: workers left running would settle jobs on a closed store and hang the event loop's teardown."""
+
+    async def start(
+        with_events: RecordedEvents | None = None, *, daily_limit: int = 5, clock: Clock | None = None, **limits: object
+    ) -> JobService:
+        client = DoubaoClient(
+            session, api_key=API_KEY, base_url=api.base_url, timeout=0.5, max_attempts=2, backoff_base=0.01
+        )
+        service = JobService(
+            store=store,
+            quota=QuotaService(store, daily_limit=daily_limit),
+            client=client,
+            session=session,
+            extras=ApiExtras(),
+            limits=JobLimits(**({"max_concurrent": 2, "shutdown_grace": 1.0} | limits)),  # type: ignore[arg-type]
+            **({} if clock is None else {"clock": clock}),
+        )
+        stack.push_async_callback(service.shutdown)  # shutting down twice, or before start, does nothing
+        await service.start(events if with_events is None else with_events)
+        return service
+
+    async with contextlib.AsyncExitStack() as stack:
+        yield start
+
+
+@pytest.fixture
+async def service(start_service: StartService) -> JobService:
+    return await start_service()
 
 
 def live_reply() -> ReplyTarget:
@@ -209,16 +219,14 @@ async def test_exhausted_quota_makes_no_api_call_and_stores_no_job(service, api,
     assert sum((await store.job_counts()).values()) == 5
 
 
-async def test_fifty_concurrent_requests_with_five_left_start_five_jobs(make_service, events, api, store) -> None:
-    service = make_service(max_per_user=100)
-    await service.start(events)
+async def test_fifty_concurrent_requests_with_five_left_start_five_jobs(start_service, events, api, store) -> None:
+    service = await start_service(max_per_user=100)
     outcomes = await asyncio.gather(*(service.submit(draw(f"cat {n}")) for n in range(50)), return_exceptions=True)
     await service.wait_idle()
     assert sum(isinstance(outcome, Job) for outcome in outcomes) == 5
     assert sum(isinstance(outcome, QuotaExhausted) for outcome in outcomes) == 45
     assert len(api.requests) == 5
     assert await store.ledger_totals() == {"reserved": 0, "committed": 5, "refunded": 0}
-    await service.shutdown()
 
 
 async def test_api_calls_in_flight_are_bounded(service, api) -> None:
@@ -229,9 +237,8 @@ async def test_api_calls_in_flight_are_bounded(service, api) -> None:
     assert api.max_in_flight == 2
 
 
-async def test_users_waiting_together_are_served_in_turn(make_service, events, api) -> None:
-    service = make_service(daily_limit=20, max_concurrent=1, max_per_user=10)
-    await service.start(events)
+async def test_users_waiting_together_are_served_in_turn(start_service, api) -> None:
+    service = await start_service(daily_limit=20, max_concurrent=1, max_per_user=10)
     started, release = asyncio.Event(), asyncio.Event()
 
     async def held(_payload):
@@ -248,12 +255,10 @@ async def test_users_waiting_together_are_served_in_turn(make_service, events, a
     await service.wait_idle()
     order = [request.json["prompt"] for request in api.requests]
     assert order == ["A0", "B0", "C0", "A1", "B1", "A2"]
-    await service.shutdown()
 
 
-async def test_newcomer_after_a_heavy_user_whose_first_job_is_running_is_second(make_service, events, api) -> None:
-    service = make_service(daily_limit=20, max_concurrent=1, max_per_user=10)
-    await service.start(events)
+async def test_newcomer_after_a_heavy_user_whose_first_job_is_running_is_second(start_service, api) -> None:
+    service = await start_service(daily_limit=20, max_concurrent=1, max_per_user=10)
     started, release = asyncio.Event(), asyncio.Event()
 
     async def held(_payload):
@@ -272,12 +277,10 @@ async def test_newcomer_after_a_heavy_user_whose_first_job_is_running_is_second(
     await service.wait_idle()
     order = [request.json["prompt"] for request in api.requests]
     assert order == ["A0", "B0", "C0", "A1", "A2", "A3", "A4"]
-    await service.shutdown()
 
 
-async def test_positions_are_announced_as_the_queue_moves(make_service, events, api) -> None:
-    service = make_service(max_concurrent=1, max_per_user=10)
-    await service.start(events)
+async def test_positions_are_announced_as_the_queue_moves(start_service, events, api) -> None:
+    service = await start_service(max_concurrent=1, max_per_user=10)
     api.default_response = lambda _payload: FakeResponse.delay(0.05, then=FakeResponse.success_urls())
     first = await service.submit(draw("one", user=1))
     second = await service.submit(draw("two", user=2))
@@ -286,12 +289,10 @@ async def test_positions_are_announced_as_the_queue_moves(make_service, events, 
     positions = {job.id: [p for j, p in events.progress_log if j == job.id] for job in (first, second, third)}
     assert positions[third.id] == [2, 1, None]  # queued behind "two", then first in line, then running
     assert positions[second.id][-1] is None and 1 in positions[second.id]
-    await service.shutdown()
 
 
-async def test_queue_full_is_refused_for_free(make_service, events, api, store) -> None:
-    service = make_service(max_concurrent=1, max_queue=2, max_per_user=10)
-    await service.start(events)
+async def test_queue_full_is_refused_for_free(start_service, events, api, store) -> None:
+    service = await start_service(max_concurrent=1, max_queue=2, max_per_user=10)
     api.default_response = FakeResponse.delay(0.3)
     for n in range(3):  # one running, two waiting
         await service.submit(draw(f"p{n}", user=n))
@@ -301,7 +302,6 @@ async def test_queue_full_is_refused_for_free(make_service, events, api, store) 
     assert caught.value.key == "error.queue_full"
     assert (await store.ledger_totals())["reserved"] == 3
     await service.wait_idle()
-    await service.shutdown()
 
 
 async def test_per_user_cap(service, api, store) -> None:
@@ -316,9 +316,8 @@ async def test_per_user_cap(service, api, store) -> None:
     assert await store.ledger_totals() == {"reserved": 0, "committed": 3, "refunded": 0}
 
 
-async def test_cancel_a_queued_job_refunds_it_but_not_a_running_one(make_service, events, api, store) -> None:
-    service = make_service(max_concurrent=1)
-    await service.start(events)
+async def test_cancel_a_queued_job_refunds_it_but_not_a_running_one(start_service, events, api, store) -> None:
+    service = await start_service(max_concurrent=1)
     api.default_response = FakeResponse.delay(0.2)
     running = await service.submit(draw("running", user=1))
     waiting = await service.submit(draw("waiting", user=2))
@@ -330,12 +329,10 @@ async def test_cancel_a_queued_job_refunds_it_but_not_a_running_one(make_service
     assert [job.error for job in events.told] == ["status.cancelled"]
     assert [request.json["prompt"] for request in api.requests] == ["running"]
     assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
-    await service.shutdown()
 
 
-async def test_shutdown_finishes_running_jobs_and_refunds_the_rest(make_service, events, api, store) -> None:
-    service = make_service(max_concurrent=1, shutdown_grace=2.0)
-    await service.start(events)
+async def test_shutdown_finishes_running_jobs_and_refunds_the_rest(start_service, events, api, store) -> None:
+    service = await start_service(max_concurrent=1, shutdown_grace=2.0)
     api.default_response = FakeResponse.delay(0.3)
     await service.submit(draw("running", user=1))
     await service.submit(draw("waiting", user=2))
@@ -348,9 +345,8 @@ async def test_shutdown_finishes_running_jobs_and_refunds_the_rest(make_service,
     assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
 
 
-async def test_shutdown_past_the_grace_period_refunds_running_jobs(make_service, events, api, store) -> None:
-    service = make_service(shutdown_grace=0.1)
-    await service.start(events)
+async def test_shutdown_past_the_grace_period_refunds_running_jobs(start_service, events, api, store) -> None:
+    service = await start_service(shutdown_grace=0.1)
     api.default_response = FakeResponse.hang()
     await service.submit(draw())
     await asyncio.sleep(0.05)
@@ -359,7 +355,7 @@ async def test_shutdown_past_the_grace_period_refunds_running_jobs(make_service,
     assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
 
 
-async def test_recovery_settles_each_unfinished_job_once(make_service, store, api) -> None:
+async def test_recovery_settles_each_unfinished_job_once(start_service, store, api) -> None:
     """A crash left jobs in every active state; the next start settles each exactly once."""
     expired = ReplyTarget(application_id=1, token="old", token_expires_at=datetime.now(UTC) - timedelta(minutes=1))
     rows = {
@@ -389,8 +385,7 @@ async def test_recovery_settles_each_unfinished_job_once(make_service, store, ap
     await store.update_job(ids["delivering-lost"], state="delivering")
 
     events = RecordedEvents(posted={ids["delivering-posted"]: 555})
-    restarted = make_service()
-    await restarted.start(events)
+    restarted = await start_service(events)
     await restarted.wait_idle()
     assert [job.params.prompt for job, _, _ in events.delivered] == ["fresh"]
     assert sorted(job.params.prompt for job in events.told) == ["expired", "lost", "running"]
@@ -401,13 +396,11 @@ async def test_recovery_settles_each_unfinished_job_once(make_service, store, ap
     await restarted.shutdown()
 
     again = RecordedEvents()
-    third = make_service()
-    await third.start(again)
+    await start_service(again)
     assert again.told == [] and again.delivered == []
     totals, counts = await store.ledger_totals(), await store.job_counts()
     assert totals == {"reserved": 0, "committed": 2, "refunded": 3}
     assert totals["committed"] == counts["done"]
-    await third.shutdown()
 
 
 async def test_image_over_the_upload_limit_is_reencoded(service, api, events) -> None:
@@ -502,20 +495,17 @@ async def test_pending_jobs_count_against_the_per_user_cap(service) -> None:
     assert caught.value.key == "error.too_many_jobs"
 
 
-async def test_pending_job_survives_a_restart_and_can_be_approved(make_service, store) -> None:
+async def test_pending_job_survives_a_restart_and_can_be_approved(start_service, store) -> None:
     first_events, second_events = RecordedEvents(), RecordedEvents()
-    first = make_service()
-    await first.start(first_events)
+    first = await start_service(first_events)
     job = await first.submit(needing_approval())
     await first.shutdown()
     assert first_events.told == [] and (await store.get_job(job.id)).state == "pending"
-    second = make_service()
-    await second.start(second_events)
+    second = await start_service(second_events)
     assert await second.approve(job.id, moderator_id=7) is not None
     await second.wait_idle()
     assert len(second_events.delivered) == 1
     assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
-    await second.shutdown()
 
 
 async def test_character_reference_is_forgotten_after_the_job(service, store) -> None:
@@ -574,20 +564,10 @@ class GatedEvents(RecordedEvents):
         return await super().deliver(job, image, quota)
 
 
-async def test_the_sweeper_cannot_refund_a_job_approved_meanwhile(api, store, session) -> None:
+async def test_the_sweeper_cannot_refund_a_job_approved_meanwhile(start_service, store) -> None:
     clock = Clock()
-    client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=5, max_attempts=1)
-    service = JobService(
-        store=store,
-        quota=QuotaService(store, daily_limit=5),
-        client=client,
-        session=session,
-        extras=ApiExtras(),
-        limits=JobLimits(approval_sweep_interval=3600),
-        clock=clock,
-    )
     events = GatedEvents()
-    await service.start(events)
+    service = await start_service(events, clock=clock, approval_sweep_interval=3600)
     first = await service.submit(needing_approval(user=1, minutes=1))
     second = await service.submit(needing_approval(user=2, minutes=1))
     telling_first, release_first = events.gate("finished", first.id)
@@ -602,7 +582,6 @@ async def test_the_sweeper_cannot_refund_a_job_approved_meanwhile(api, store, se
     assert (await store.get_job(second.id)).state == "done"
     assert [job.id for job, _, _ in events.delivered] == [second.id]
     assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
-    await service.shutdown()
 
 
 async def test_approve_is_refused_after_the_approval_time(service) -> None:
@@ -610,9 +589,8 @@ async def test_approve_is_refused_after_the_approval_time(service) -> None:
     assert await service.approve(job.id, moderator_id=9) is None
 
 
-async def test_approve_during_shutdown_keeps_the_job_pending(make_service, events, api, store) -> None:
-    service = make_service(max_concurrent=1, shutdown_grace=0.3)
-    await service.start(events)
+async def test_approve_during_shutdown_keeps_the_job_pending(start_service, events, api, store) -> None:
+    service = await start_service(max_concurrent=1, shutdown_grace=0.3)
     api.default_response = FakeResponse.delay(2)
     await service.submit(draw(user=1))
     waiting = await service.submit(needing_approval(user=2))
@@ -625,8 +603,7 @@ async def test_approve_during_shutdown_keeps_the_job_pending(make_service, event
     assert (await store.ledger_totals())["reserved"] == 1
 
 
-async def test_a_store_error_while_settling_does_not_kill_the_worker(make_service, events, store) -> None:
-    service = make_service(max_concurrent=1)
+async def test_a_store_error_while_settling_does_not_kill_the_worker(start_service, events, store) -> None:
     real_finish = store.finish_job
     failures = [sqlite3.OperationalError("database is locked")]
 
@@ -636,15 +613,14 @@ async def test_a_store_error_while_settling_does_not_kill_the_worker(make_servic
         return await real_finish(*args, **kwargs)
 
     store.finish_job = flaky_finish  # type: ignore[method-assign]
-    await service.start(events)
+    service = await start_service(max_concurrent=1)
     await service.submit(draw(user=1))
     second = await service.submit(draw(user=2))
     await asyncio.wait_for(service.wait_idle(), 5)
     assert (await store.get_job(second.id)).state == "done"
-    await service.shutdown()
 
 
-async def test_a_pending_job_nobody_was_asked_about_is_refunded_on_start(make_service, store) -> None:
+async def test_a_pending_job_nobody_was_asked_about_is_refunded_on_start(start_service, store) -> None:
     job = Job(
         id="a" * 32,
         command=Command.DRAW,
@@ -659,8 +635,6 @@ async def test_a_pending_job_nobody_was_asked_about_is_refunded_on_start(make_se
     )
     assert await store.create_job(job.to_row(), window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
     events = RecordedEvents()
-    service = make_service()
-    await service.start(events)
+    await start_service(events)
     assert events.errors() == ["error.approval_unavailable"]
     assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
-    await service.shutdown()

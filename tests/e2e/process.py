@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from storage import Store, open_store
 from tests.e2e.harness import API_KEY
@@ -81,9 +82,12 @@ class BotProcess:
 
 
 @contextlib.asynccontextmanager
-async def bot_process(tmp_path: Path, env: dict[str, str] | None = None) -> AsyncIterator[BotProcess]:
+async def bot_process(
+    tmp_path: Path, env: dict[str, str] | None = None, **discord_options: Any
+) -> AsyncIterator[BotProcess]:
+    """The fakes and a bot process aimed at them (not started); `discord_options` go to FakeDiscord."""
     async with FakeDoubao(api_key=API_KEY) as api:
-        discord = FakeDiscord()
+        discord = FakeDiscord(**discord_options)
         await discord.start()
         runner = BotProcess(discord, api, tmp_path, env or {})
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import API_KEY, BotHarness, image_attachment, outcome, running_harness
-from tests.fakes.discord import FakeMessage
+from tests.fakes.discord import FakeMessage, Mentions, RequestRecord
 from tests.fakes.doubao_server import FakeResponse
 
 MIB = 1024 * 1024
@@ -241,20 +241,53 @@ async def test_slow_api_still_delivers(tmp_path: Path) -> None:
         assert await harness.ledger() == {"reserved": 0, "committed": 1, "refunded": 0}
 
 
-async def test_delivery_after_the_token_expired_goes_to_the_channel(tmp_path: Path) -> None:
-    async with running_harness(tmp_path, token_ttl=0.5) as harness:
+def token_refusals(harness: BotHarness) -> list[RequestRecord]:
+    return [request for request in harness.discord.requests if request.error_code == 50027]
+
+
+async def test_a_token_discord_refuses_unexpectedly_sends_the_image_to_the_channel(tmp_path: Path) -> None:
+    # The token dies after 0.5 s while discord.py expects it to live 15 minutes: Discord answers 50027.
+    async with running_harness(tmp_path, token_ttl=0.5, honest_expiry=False) as harness:
         harness.api.default_response = FakeResponse.delay(0.8, then=FakeResponse.success_urls())
         alice = harness.discord.add_user("alice")
         harness.discord.add_member(harness.discord.guild, alice)
-        await harness.draw(alice, prompt="hello @everyone")
+        record = await harness.draw(alice, prompt="hello @everyone")
         message = await harness.discord.wait_for_channel_message(
             harness.discord.general, lambda m: bool(m.attachments), timeout=5
         )
+        assert token_refusals(harness)
         assert message.interaction_id is None
         assert f"<@{alice.id}>" in message.content
         assert message.pinged.users == {alice.id} and not message.pinged.everyone and not message.pinged.roles
         assert image_attachment(message) == harness.api.image_bytes(harness.api.served_images[-1])
+        await record.wait_for(lambda r: r.original is not None and r.original.deleted, 5, "the status removed")
         assert await harness.ledger() == {"reserved": 0, "committed": 1, "refunded": 0}
+
+
+async def test_a_token_near_its_end_is_not_used_the_answer_goes_to_the_channel(tmp_path: Path) -> None:
+    # The token lives 30.5 s, and discord.py knows it. The bot keeps a safety margin of 30 s: after half a second it
+    # writes to the channel, although Discord would still take the token (no 50027 is ever seen).
+    async with running_harness(tmp_path, token_ttl=30.5) as harness:
+
+        def answer(payload: dict[str, object]) -> FakeResponse:
+            refused = "refused" in str(payload["prompt"])
+            return FakeResponse.delay(1.5, then=FakeResponse.business_error(50411) if refused else None)
+
+        harness.api.default_response = answer
+        alice, bob = harness.discord.add_user("alice"), harness.discord.add_user("bob")
+        for who in (alice, bob):
+            harness.discord.add_member(harness.discord.guild, who)
+        drawn = await harness.draw(alice, prompt="a lighthouse @everyone")
+        refused = await harness.draw(bob, prompt="refused @everyone")
+        general = harness.discord.general
+        image = await harness.discord.wait_for_channel_message(general, lambda m: bool(m.attachments), timeout=10)
+        told = await harness.discord.wait_for_channel_message(general, lambda m: "content policy" in m.content)
+        assert image.interaction_id is None and image.pinged == Mentions(users=frozenset({alice.id}))
+        assert told.interaction_id is None and told.pinged == Mentions(users=frozenset({bob.id}))
+        for record in (drawn, refused):  # the status messages, left saying "generating", are removed
+            await record.wait_for(lambda r: r.original is not None and r.original.deleted, 5, "the status removed")
+        assert token_refusals(harness) == []
+        assert await harness.check_ledger() == {"reserved": 0, "committed": 1, "refunded": 1}
 
 
 async def test_mentions_in_prompts_ping_nobody(harness: BotHarness) -> None:

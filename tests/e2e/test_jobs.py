@@ -159,6 +159,18 @@ async def test_queue_full_and_per_user_cap_are_refused_for_free(tmp_path: Path) 
         assert totals == {"reserved": 0, "committed": 2, "refunded": 0}
 
 
+async def test_by_default_a_member_has_at_most_two_jobs_at_once(harness: BotHarness) -> None:
+    slow_api(harness, 1.0)
+    alice = member(harness, "alice")
+    first, second = await harness.draw(alice), await harness.draw(alice)
+    await status_line(first, "🎨")
+    await status_line(second, "🎨")
+    refused = await outcome(await harness.draw(alice))
+    assert refused.ephemeral and "already have 2" in refused.content
+    assert (await outcome(first)).attachments and (await outcome(second)).attachments
+    assert await harness.check_ledger() == {"reserved": 0, "committed": 2, "refunded": 0}
+
+
 async def test_b_is_served_before_as_third(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env=SLOW) as harness:
         slow_api(harness, 0.05)

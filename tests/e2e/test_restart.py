@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.harness import is_status, outcome
 from tests.e2e.process import BotProcess, bot_process
-from tests.fakes.discord import FakeUser, InteractionRecord
+from tests.fakes.discord import FakeUser, InteractionRecord, RequestRecord
 from tests.fakes.doubao_server import FakeResponse
 
 ONE_AT_A_TIME = {"MAX_CONCURRENT_JOBS": "1", "MAX_JOBS_PER_USER": "5"}
@@ -98,6 +99,91 @@ async def test_crash_while_delivering_is_settled_from_what_discord_shows(tmp_pat
         assert "restarted" in told.content and not told.attachments
         totals, _ = await ledger(bot)
         assert totals == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class StuckAfterTheImage:
+    """A rate-limit rule for the fake Discord: once the bot has sent an image, everything else it asks waits
+    30 s (429), so it cannot get any further; `release()` lifts it for the next start."""
+
+    def __init__(self) -> None:
+        self.image_sent = False
+        self.active = True
+
+    def __call__(self, request: RequestRecord) -> bool:
+        if not self.active:
+            return False
+        if self.image_sent:
+            return True
+        self.image_sent = bool(request.files)
+        return False
+
+    def release(self) -> None:
+        self.active = False
+
+
+async def test_another_jobs_image_in_the_channel_does_not_pass_for_a_lost_delivery(tmp_path: Path) -> None:
+    async with bot_process(tmp_path) as bot:
+        await bot.start()
+        await bot.discord.wait_for_commands_synced()
+        first = await outcome(await draw(bot, user(bot, "alice"), "posted"))
+        assert first.attachments  # alice's image, with its buttons, is in the channel
+        # Bob's image upload is answered "429, retry in 30 s": his job sits in the delivering state.
+        bot.discord.rate_limit_next(lambda request: bool(request.files), retry_after=30)
+        second = await draw(bot, user(bot, "bob"), "never posted")
+        await wait_until(lambda: any(r.status == 429 for r in bot.discord.requests), "bob's upload to be held")
+        await bot.kill()
+        async with bot.store() as store:
+            counts = await store.job_counts()
+        assert (counts["done"], counts["delivering"]) == (1, 1), counts
+        await bot.start()
+        told = await outcome(second)
+        assert "restarted" in told.content and not told.attachments
+        assert first.attachments and not first.deleted
+        totals, counts = await ledger(bot)
+        assert totals == {"reserved": 0, "committed": 1, "refunded": 1}
+        assert (counts["done"], counts["failed"]) == (1, 1)
+
+
+async def test_an_image_posted_late_then_a_crash_before_it_was_recorded_counts_once(tmp_path: Path) -> None:
+    async with bot_process(tmp_path, token_ttl=0.5) as bot:
+        await bot.start()
+        await bot.discord.wait_for_commands_synced()
+        bot.api.default_response = FakeResponse.delay(1.0, then=FakeResponse.success_urls())
+        stuck = StuckAfterTheImage()
+        bot.discord.rate_limit_next(stuck, retry_after=30, times=1000)
+        alice = user(bot, "alice")
+        record = await draw(bot, alice, "posted after the token expired")
+        general = bot.discord.general
+        image = await bot.discord.wait_for_channel_message(general, lambda m: bool(m.attachments), timeout=10)
+        assert image.interaction_id is None and image.pinged.users == {alice.id}  # a late delivery
+        await wait_until(lambda: bot.discord.requests[-1].status == 429, "the bot to be held after the image")
+        await bot.kill()
+        async with bot.store() as store:
+            counts = await store.job_counts()
+        assert counts["delivering"] == 1, f"the delivery was recorded before the crash: {counts}"
+        stuck.release()
+
+        for _ in range(2):  # recovery settles it; a further start has nothing left to do
+            await bot.start()
+            await asyncio.sleep(0.5)  # a wrong refund, a second run or a message would show by now
+            await bot.kill()
+            totals, counts = await ledger(bot)
+            assert totals == {"reserved": 0, "committed": 1, "refunded": 0}
+            assert counts["done"] == 1
+            assert len(bot.api.requests) == 1
+            shown = [m for m in bot.discord.channel_messages(general, include_deleted=True) if m.attachments]
+            assert shown == [image] and not image.deleted
+            assert not any("restarted" in m.content for m in bot.discord.world.messages.values())
+            assert record.message is not None and not record.message.attachments
 
 
 async def test_restart_after_success_runs_nothing_again(tmp_path: Path) -> None:

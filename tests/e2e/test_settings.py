@@ -7,7 +7,7 @@ from pathlib import Path
 import discord
 
 from tests.e2e.harness import BotHarness, is_status, outcome, running_harness
-from tests.fakes.discord import FakeChannel, FakeMessage, FakeUser, InteractionRecord
+from tests.fakes.discord import FakeChannel, FakeMessage, FakeUser, InteractionRecord, RequestRecord
 from tests.fakes.doubao_server import FakeResponse
 
 ADMIN = discord.Permissions(manage_guild=True).value
@@ -245,6 +245,77 @@ async def test_approval_approve_and_reject(harness: BotHarness) -> None:
     assert "rejected" in told.content and "too dark" in told.content and "not counted" in told.content
     assert "Rejected by" in request.content
     assert [r.json["prompt"] for r in harness.api.requests] == ["a castle"]
+    assert await harness.check_ledger() == {"reserved": 0, "committed": 1, "refunded": 1}
+
+
+class SlowChannel:
+    """While on, the fake Discord answers every request to `channel` with 429 and a Retry-After of `seconds`
+    (as Discord does to a busy channel): whatever the bot does there takes `seconds` longer."""
+
+    def __init__(self, harness: BotHarness, channel: FakeChannel, seconds: float = 3.5) -> None:
+        self.clock = harness.discord.clock
+        self.path = f"/channels/{channel.id}/"
+        self.seconds = seconds
+        self.until = 0.0
+        self.held: list[RequestRecord] = []
+        harness.discord.rate_limit_next(self, retry_after=seconds, times=10**6)
+
+    def __call__(self, request: RequestRecord) -> bool:
+        slow = self.path in request.path and request.timestamp < self.until
+        if slow:
+            self.held.append(request)
+        return slow
+
+    def slow_down(self) -> int:
+        """From now on, for `seconds` (the bot's retries come after that and go through); returns how many
+        requests were held so far."""
+        self.until = self.clock() + self.seconds
+        return len(self.held)
+
+
+async def acknowledged_in_time(record: InteractionRecord) -> None:
+    """Discord's limit is 3 s; the fake refuses a later answer (10062), so it would never come."""
+    await record.wait_for_ack(timeout=5)
+    assert record.ack_delay is not None and record.ack_delay < 3.0, record.ack_delay
+
+
+async def test_a_slow_mod_log_never_delays_an_answer_past_discords_3_seconds(harness: BotHarness) -> None:
+    admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
+    moderator = member(harness, "mod", permissions=MODERATOR)
+    log_channel = await setup_mod_log(harness, admin)
+    await configure(harness, admin, "moderation approval", mode="all")
+    slow = SlowChannel(harness, log_channel)
+
+    approved = await harness.draw(alice, prompt="a castle")
+    request = await approval_request(harness, log_channel)
+    held = slow.slow_down()
+    click = await harness.discord.click(request, request.custom_ids[0], user=moderator)
+    assert request.custom_ids[0].startswith("approval:approve:")
+    await acknowledged_in_time(click)
+    assert "Done" in (await outcome(click, timeout=10)).content and "Approved by" in request.content
+    assert (await outcome(approved, timeout=10)).attachments
+    assert len(slow.held) > held  # the mod log was slow indeed
+
+    rejected = await harness.draw(alice, prompt="a dungeon")
+    request = await approval_request(harness, log_channel)
+    slow.slow_down()
+    click = await harness.discord.click(request, request.custom_ids[1], user=moderator)
+    assert request.custom_ids[1].startswith("approval:reject:")
+    await acknowledged_in_time(click)
+    assert click.modal is not None
+    held = slow.slow_down()
+    submitted = await harness.discord.submit_modal(click.modal["custom_id"], {"reason": "no"}, user=moderator)
+    await acknowledged_in_time(submitted)
+    assert "Done" in (await outcome(submitted, timeout=10)).content and "Rejected by" in request.content
+    assert "rejected" in (await outcome(rejected)).content
+    assert len(slow.held) > held
+
+    held = slow.slow_down()
+    refused = await harness.draw(alice, prompt="nsfw poster")
+    await acknowledged_in_time(refused)
+    assert refused.response_type == 4 and "can't be used in this server" in (await outcome(refused)).content
+    await harness.discord.wait_for_channel_message(log_channel, lambda m: "Request refused" in str(m.embeds), 10)
+    assert len(slow.held) > held
     assert await harness.check_ledger() == {"reserved": 0, "committed": 1, "refunded": 1}
 
 

@@ -32,16 +32,26 @@ DEFAULT_API_KEY = "sk-test-key"
 INVALID_PARAMS_ERR_CODE = -1  # anything outside -10001..-10018, which the client treats as account errors
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
-_BUSINESS_MESSAGES = {
+# The content-check codes come with neutral messages, so a client is tested on the code alone; upstream's own
+# wordings ("Pre Img Risk Not Pass", ...) are in UPSTREAM_CONTENT_MESSAGES for tests of the message fallback.
+BUSINESS_MESSAGES = {
+    50411: "Pre Img Not Pass",
+    50412: "Pre Text Not Pass",
+    50413: "Pre Text Not Pass (2)",
+    50511: "Post Img Not Pass",
+    50512: "Post Text Not Pass",
+    50429: "Request Has Reached API Limit, Please Try Later",
+    50430: "Request Has Reached API Concurrent Limit, Please Try Later",
+    50500: "Internal Error",
+    50501: "Internal RPC Error",
+}
+CONTENT_CODES = (50411, 50412, 50413, 50511, 50512)
+UPSTREAM_CONTENT_MESSAGES = {
     50411: "Pre Img Risk Not Pass",
     50412: "Text Risk Not Pass",
     50413: "Post Text Risk Not Pass: input contains sensitive words",
     50511: "Post Img Risk Not Pass",
     50512: "Post Text Risk Not Pass",
-    50429: "Request Has Reached API Limit, Please Try Later",
-    50430: "Request Has Reached API Concurrent Limit, Please Try Later",
-    50500: "Internal Error",
-    50501: "Internal RPC Error",
 }
 _GATEWAY_MESSAGES = {
     -10001: "Missing API key",
@@ -183,8 +193,9 @@ class FakeResponse:
     # --- errors ----------------------------------------------------------------------------------------
     @classmethod
     def business_error(cls, code: int, message: str | None = None, *, status: int = 200) -> FakeResponse:
-        """A Volcengine business code (e.g. 50411 content check, 50429 QPS limit)."""
-        text = message if message is not None else _BUSINESS_MESSAGES.get(code, "Error")
+        """A Volcengine business code (e.g. 50411 content check, 50429 QPS limit), by default with a neutral
+        message that says nothing about content."""
+        text = message if message is not None else BUSINESS_MESSAGES.get(code, "Error")
         return cls(
             status=status,
             body=lambda fake: {

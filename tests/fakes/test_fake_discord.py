@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import re
 from collections.abc import AsyncIterator
@@ -242,6 +243,26 @@ async def test_rest_requires_the_bot_token(fake_discord: FakeDiscord) -> None:
             assert (await resp.json())["url"] == fake_discord.gateway_url
 
 
+async def test_an_edit_without_allowed_mentions_reads_the_mentions_with_the_defaults(
+    fake_discord: FakeDiscord,
+) -> None:
+    bob = fake_discord.add_user("bob")
+    url = f"{fake_discord.api_base}/channels/{fake_discord.general.id}/messages"
+    headers = {"Authorization": f"Bot {fake_discord.bot_token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        quiet = {"content": f"hi {bob.mention}", "allowed_mentions": {"parse": []}}
+        async with http.post(url, json=quiet) as resp:
+            message = fake_discord.message(int((await resp.json())["id"]))
+        assert not message.mentions
+        async with http.patch(f"{url}/{message.id}", json={"embeds": []}) as resp:
+            assert resp.status == 200
+        assert not message.mentions  # the content was not edited
+        async with http.patch(f"{url}/{message.id}", json={"content": f"hello {bob.mention}"}) as resp:
+            assert resp.status == 200
+        assert message.mentions.users == {bob.id}
+        assert not message.pinged  # an edit notifies nobody
+
+
 async def test_dropped_gateway_resumes_and_replays_missed_events(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     await fake_discord.drop_gateway()
     assert fake_discord.gateway.resume_count == 1
@@ -397,6 +418,19 @@ async def test_double_ack_and_expired_token(fake_discord: FakeDiscord, bot: Tiny
         url = f"{base}/webhooks/{fake_discord.application_id}/{record.token}?wait=true"
         async with http.post(url, json={"content": "too late"}) as resp:
             assert resp.status == 401 and (await resp.json())["code"] == 50027
+
+
+async def test_discord_py_reckons_the_same_token_expiry_as_the_fake(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    fake_discord.token_ttl = 40.0
+    honest = await fake_discord.invoke("echo", text="hello")
+    fake_discord.honest_expiry = False
+    skewed = await fake_discord.invoke("echo", text="hello")
+    expected = discord.utils.utcnow() + datetime.timedelta(seconds=40)
+    seen = discord.utils.snowflake_time(honest.id) + datetime.timedelta(minutes=15)  # Interaction.expires_at
+    assert abs((seen - expected).total_seconds()) < 1
+    seen = discord.utils.snowflake_time(skewed.id) + datetime.timedelta(minutes=15)
+    assert (seen - expected).total_seconds() > 800
+    assert len({honest.id, skewed.id, *fake_discord.world.messages}) == 2 + len(fake_discord.world.messages)
 
 
 async def test_upload_limit_gives_413() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from .world import World
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+TOKEN_LIFETIME = 900.0  # seconds an interaction token lives on Discord, and in discord.py's reckoning
 _DEFAULT = object()
 GUILD_MEMBERS_INTENT = 1 << 1
 
@@ -74,7 +76,10 @@ class FakeDiscord:
     """A fake Discord for end-to-end tests; see the package docstring for the tour.
 
     ``ack_deadline``: seconds to answer an interaction (then 10062); ``token_ttl``: lifetime of interaction
-    tokens (then 50027); ``upload_limit``: bytes per request/file for channel messages (then 413 40005);
+    tokens (then 50027); ``honest_expiry``: date each interaction's snowflake so that discord.py's
+    ``Interaction.expires_at`` (15 minutes after the snowflake) is when the fake's token dies, as with the real
+    Discord; False dates it now, so a short ``token_ttl`` dies long before the bot expects it to (as if the
+    bot's clock were behind); ``upload_limit``: bytes per request/file for channel messages (then 413 40005);
     ``attachment_size_limit``: the same for interaction responses, sent in interactions (default:
     ``upload_limit``); ``heartbeat_interval``: seconds, in HELLO; ``spec_path``: Discord's OpenAPI
     description (None turns body validation off).
@@ -84,7 +89,8 @@ class FakeDiscord:
         self,
         *,
         ack_deadline: float = 3.0,
-        token_ttl: float = 900.0,
+        token_ttl: float = TOKEN_LIFETIME,
+        honest_expiry: bool = True,
         upload_limit: int = 10 * MiB,
         attachment_size_limit: int | None = None,
         heartbeat_interval: float = 5.0,
@@ -94,6 +100,7 @@ class FakeDiscord:
     ) -> None:
         self.ack_deadline = ack_deadline
         self.token_ttl = token_ttl
+        self.honest_expiry = honest_expiry
         self.upload_limit = upload_limit
         self.attachment_size_limit = upload_limit if attachment_size_limit is None else attachment_size_limit
         self.bot_token = bot_token or f"fake-bot-token-{secrets.token_hex(8)}"
@@ -427,7 +434,10 @@ class FakeDiscord:
         channel: FakeChannel,
         message: FakeMessage | None = None,
     ) -> InteractionRecord:
-        interaction_id = self.world.ids.next()
+        # discord.py reckons a token's expiry from the interaction's snowflake: date it so that the bot's
+        # clock and the fake's token_ttl agree (unless told otherwise).
+        backdate = TOKEN_LIFETIME - self.token_ttl if self.honest_expiry else 0.0
+        interaction_id = self.world.ids.dated(time.time() - backdate) if backdate > 0 else self.world.ids.next()
         token = f"aW50ZXJhY3Rpb246{interaction_id}:{secrets.token_urlsafe(48)}"
         payload = interaction_payload(
             self.world,

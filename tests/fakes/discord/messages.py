@@ -1,9 +1,10 @@
 """Creating and editing the bot's messages from request bodies, with Discord's message rules.
 
 Rules beyond the OpenAPI schema: a message needs content, embeds, components, files, a poll or stickers
-(50006); ``allowed_mentions`` cannot both parse a kind and list it; embeds total at most 6000 characters;
-IS_COMPONENTS_V2 messages have no content or embeds. Discord numbers components (``id``) when the bot
-does not, and sets the content type of uploads from the file name.
+(50006); ``allowed_mentions`` cannot both parse a kind and list it, and an edit of the content without it
+reads the mentions with the defaults (all of them), whatever the message was created with; embeds total at
+most 6000 characters; IS_COMPONENTS_V2 messages have no content or embeds. Discord numbers components
+(``id``) when the bot does not, and sets the content type of uploads from the file name.
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ class MessageBuilder:
         attachments += self._uploads(uploads, body.get("attachments") or [])
         message.content, message.embeds, message.components, message.poll = content, embeds, components, poll
         message.attachments, message.flags = attachments, flags
-        if "allowed_mentions" in body or creating:
-            message.allowed_mentions = body.get("allowed_mentions", message.allowed_mentions)
+        if "allowed_mentions" in body or "content" in body or creating:
+            # Discord re-reads the mentions of edited content with the edit's allowed_mentions; without one, with
+            # the defaults (everything), whatever the message was created with.
+            message.allowed_mentions = body.get("allowed_mentions")
         message.mentions = resolve_mentions(message.content, message.allowed_mentions)
 
     def _uploads(self, uploads: list[UploadedFile], described: list[dict[str, Any]]) -> list[FakeAttachment]:

@@ -55,11 +55,20 @@ class Snowflakes:
 
     def __init__(self) -> None:
         self._last = 0
+        self._dated = 0
 
     def next(self) -> int:
         now = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
         self._last = max(now, self._last + 1)
         return self._last
+
+    def dated(self, when: float) -> int:
+        """A unique snowflake carrying the Unix time ``when``, which may be in the past.
+
+        Its low bits start at 2**21, far above what ``next()`` reaches within one millisecond.
+        """
+        self._dated += 1
+        return ((int(when * 1000) - DISCORD_EPOCH_MS) << 22) | (1 << 21) | (self._dated % (1 << 21))
 
 
 @dataclass(eq=False)
