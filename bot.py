@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 import aiohttp
 import discord
@@ -34,8 +35,11 @@ QUIET_LOGGERS = ("discord.http", "discord.webhook", "discord.gateway")
 EXTENSIONS = ("cogs.generate", "cogs.quota", "cogs.jobs", "cogs.settings", "cogs.privacy")
 
 
-class DoubaoBot(commands.Bot):
-    """The Discord side: holds the services the cogs call, loads the cogs, keeps the commands in sync."""
+class DoubaoBot(commands.AutoShardedBot):
+    """The Discord side: holds the services the cogs call, loads the cogs, keeps the commands in sync.
+
+    Runs the shards of SHARD_IDS out of SHARD_COUNT, or, with neither set, all of Discord's recommended number.
+    """
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class DoubaoBot(commands.Bot):
             tree_cls=BotTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            **_shard_options(settings),
         )
         self.settings = settings
         self.store = store
@@ -67,7 +72,13 @@ class DoubaoBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.jobs.start(DiscordJobEvents(self, self.modlog, edit_interval=self.settings.status_edit_interval))
-        await self.sync_commands()
+        if self.syncs_commands:
+            await self.sync_commands()
+
+    @property
+    def syncs_commands(self) -> bool:
+        """One process registers the slash commands: the one running shard 0 (or all shards)."""
+        return self.settings.shard_ids is None or 0 in self.settings.shard_ids
 
     async def sync_commands(self) -> None:
         """Registers the slash commands, only when they differ from what was last registered."""
@@ -98,6 +109,16 @@ class DoubaoBot(commands.Bot):
         await super().close()
 
 
+def _shard_options(settings: Settings) -> dict[str, Any]:
+    """Only what is set: discord.py asks Discord for the recommended shard count when none is given."""
+    options: dict[str, Any] = {}
+    if settings.shard_count is not None:
+        options["shard_count"] = settings.shard_count
+    if settings.shard_ids is not None:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
 def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) -> DoubaoBot:
     """Wires the services together; the caller owns the session and the store."""
     client = DoubaoClient(
@@ -118,10 +139,12 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         extras=settings.api_extras,
         limits=JobLimits(
             max_concurrent=settings.max_concurrent_jobs,
+            max_concurrent_here=settings.max_concurrent_jobs_per_process,
             max_per_user=settings.max_jobs_per_user,
             max_queue=settings.max_queue,
             shutdown_grace=settings.shutdown_grace,
             approval_sweep_interval=settings.approval_sweep_interval,
+            lease_seconds=settings.lease_seconds,
         ),
     )
     gate = AdmissionGate(store, quota, jobs)

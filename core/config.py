@@ -77,12 +77,16 @@ class Settings:
     database_url: Secret = field(default_factory=lambda: Secret(DEFAULT_DATABASE_URL))  # may carry a password
     database_pool_size: int = 10
     daily_quota: int = 20
-    max_concurrent_jobs: int = 4
+    max_concurrent_jobs: int = 4  # in all processes together
+    max_concurrent_jobs_per_process: int | None = None
     max_jobs_per_user: int = 2
     max_queue: int = 100
     shutdown_grace: float = 30.0
     status_edit_interval: float = 2.0
     approval_sweep_interval: float = 15.0
+    lease_seconds: float = 60.0
+    shard_count: int | None = None  # None: one process, Discord's recommended number of shards
+    shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
     dev_guild_id: int | None = None
     log_level: str = "INFO"
     api_timeout: float = 120.0
@@ -111,6 +115,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         sr_steps=reader.get("SR_STEPS", _integer(1, 50), None),
         cfg_rescale=reader.get("CFG_RESCALE", _number(0.0, 1.0), None),
     )
+    shard_count = reader.get("SHARD_COUNT", _integer(1, 100_000), None)
     return Settings(
         discord_token=Secret(reader.required("DISCORD_TOKEN")),
         ai302_api_key=Secret(reader.required("AI302_API_KEY")),
@@ -119,11 +124,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         database_pool_size=reader.get("DATABASE_POOL_SIZE", _integer(1, 100), 10),
         daily_quota=reader.get("DAILY_QUOTA", _integer(0, 1_000_000), 20),
         max_concurrent_jobs=reader.get("MAX_CONCURRENT_JOBS", _integer(1, 64), 4),
+        max_concurrent_jobs_per_process=reader.get("MAX_CONCURRENT_JOBS_PER_PROCESS", _integer(1, 64), None),
         max_jobs_per_user=reader.get("MAX_JOBS_PER_USER", _integer(1, 100), 2),
         max_queue=reader.get("MAX_QUEUE", _integer(1, 10_000), 100),
         shutdown_grace=reader.get("SHUTDOWN_GRACE_SECONDS", _number(0.0, 3600.0), 30.0),
         status_edit_interval=reader.get("STATUS_EDIT_INTERVAL_SECONDS", _number(0.0, 60.0), 2.0),
         approval_sweep_interval=reader.get("APPROVAL_SWEEP_SECONDS", _number(0.05, 3600.0), 15.0),
+        lease_seconds=reader.get("LEASE_SECONDS", _number(1.0, 3600.0), 60.0),
+        shard_count=shard_count,
+        shard_ids=_shard_ids(reader, shard_count),
         dev_guild_id=reader.get("DEV_GUILD_ID", _snowflake, None),
         log_level=reader.get("LOG_LEVEL", _choice({level: level for level in LOG_LEVELS}), "INFO"),
         api_timeout=reader.get("API_TIMEOUT_SECONDS", _number(0.1, 3600.0), 120.0),
@@ -132,6 +141,30 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_reference_bytes=reader.get("MAX_REFERENCE_MB", _megabytes, 10 * 1024 * 1024),
         api_extras=extras,
     )
+
+
+def _shard_ids(reader: _Reader, shard_count: int | None) -> tuple[int, ...] | None:
+    """SHARD_IDS such as `0,1` or `0-3` (or both: `0-3,8`), each below SHARD_COUNT, which it requires."""
+    ids = reader.get("SHARD_IDS", _id_list, None)
+    if ids is None:
+        return None
+    if shard_count is None:
+        raise ConfigError("SHARD_IDS needs SHARD_COUNT (the total number of shards of the bot) to be set")
+    if any(shard >= shard_count for shard in ids):
+        raise ConfigError(f"SHARD_IDS is malformed: shard ids go from 0 to {shard_count - 1} (SHARD_COUNT)")
+    return ids
+
+
+def _id_list(raw: str) -> tuple[int, ...]:
+    ids: list[int] = []
+    for part in raw.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"expected shard ids such as 0,1 or 0-3, got {raw!r}")
+        ids.extend(range(int(low), int(high or low) + 1))
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"expected distinct shard ids such as 0,1 or 0-3, got {raw!r}")
+    return tuple(sorted(ids))
 
 
 class _Reader:

@@ -11,6 +11,7 @@ from discord import app_commands
 
 import bot as bot_module
 from cogs._translator import command_catalogue, command_key
+from core.config import load_settings
 from core.i18n import LANGUAGES, catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,8 @@ def test_no_user_visible_text_is_written_in_the_code() -> None:
 
 @pytest.fixture
 async def tree() -> app_commands.CommandTree:
-    bot = bot_module.DoubaoBot(settings=None, store=None, policy=None, quota=None, gate=None, jobs=None)  # type: ignore[arg-type]
+    settings = load_settings({"DISCORD_TOKEN": "t", "AI302_API_KEY": "k"})
+    bot = bot_module.DoubaoBot(settings=settings, store=None, policy=None, quota=None, gate=None, jobs=None)  # type: ignore[arg-type]
     for extension in bot_module.EXTENSIONS:
         await bot.load_extension(extension)
     return bot.tree

@@ -26,6 +26,8 @@ def test_defaults() -> None:
     assert settings.shutdown_grace == 30.0
     assert settings.status_edit_interval == 2.0
     assert settings.approval_sweep_interval == 15.0
+    assert settings.lease_seconds == 60.0
+    assert (settings.shard_count, settings.shard_ids, settings.max_concurrent_jobs_per_process) == (None, None, None)
     assert settings.dev_guild_id is None
     assert settings.log_level == "INFO"
     assert settings.api_timeout == 120.0
@@ -160,3 +162,26 @@ def test_a_malformed_database_url_is_named_without_its_password(url: str) -> Non
         load_settings(REQUIRED | {"DATABASE_URL": url})
     assert "db-password-value" not in str(caught.value)
     assert "bot:***@db.example" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"), [("0", (0,)), ("0,1", (0, 1)), ("0-3", (0, 1, 2, 3)), ("6, 0-2", (0, 1, 2, 6))]
+)
+def test_shard_ids_are_lists_and_ranges(ids: str, expected: tuple[int, ...]) -> None:
+    settings = load_settings(REQUIRED | {"SHARD_COUNT": "8", "SHARD_IDS": ids})
+    assert (settings.shard_count, settings.shard_ids) == (8, expected)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHARD_IDS": "0,1"}, "SHARD_IDS needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "1,2"}, "SHARD_IDS is malformed: shard ids go from 0 to 1"),
+        ({"SHARD_COUNT": "4", "SHARD_IDS": "0,0"}, "SHARD_IDS is malformed: expected distinct"),
+        ({"SHARD_COUNT": "4", "SHARD_IDS": "a-b"}, "SHARD_IDS is malformed"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT is malformed"),
+    ],
+)
+def test_bad_shard_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(REQUIRED | env)
