@@ -638,3 +638,72 @@ async def test_a_pending_job_nobody_was_asked_about_is_refunded_on_start(start_s
     await start_service(events)
     assert events.errors() == ["error.approval_unavailable"]
     assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+# -- jobs of a process that stopped (several processes share the store) ----------------------------------------
+
+
+async def abandoned(store: Store, *, state: str, attempts: int = 0, token_minutes: float = 15) -> str:
+    """A job that a process which then died had claimed: its lease ran out a minute ago."""
+    reply = ReplyTarget(
+        application_id=1,
+        token="tok",
+        token_expires_at=datetime.now(UTC) + timedelta(minutes=token_minutes),
+        status_message_id=77,
+    )
+    job = Job(
+        "dead0000000000000000000000000001", Command.DRAW, DrawParams(prompt="p"), GUILD, CHANNEL, USER, "en", reply
+    )
+    assert await store.create_job(job.to_row(), window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
+    claimed = await store.claim_job(owner="dead-process", lease_until="2000-01-01T00:00:00+00:00", max_running=9)
+    assert claimed is not None and claimed.id == job.id
+    if state == "delivering":
+        assert await store.update_job(job.id, state="delivering")
+    if attempts:
+        assert await store.update_job(job.id, attempts=attempts)
+    return job.id
+
+
+@pytest.fixture
+async def survivor(start_service: StartService) -> JobService:
+    """A process that looks at the queue only when told (so the dead process's job is not claimed here first)."""
+    return await start_service(queue_poll_interval=3600)
+
+
+async def test_a_running_job_of_a_stopped_process_runs_once_more(survivor, store, events, api) -> None:
+    service = survivor
+    job_id = await abandoned(store, state="running")
+    assert await service.take_over_expired() == 1
+    assert await service.take_over_expired() == 0  # taken once
+    await service.wait_idle()
+    [(delivered, _image, _quota)] = events.delivered
+    assert delivered.id == job_id and len(api.requests) == 1
+    row = await store.get_job(job_id)
+    assert row is not None and (row.state, row.attempts, row.lease_owner) == ("done", 1, service.owner)
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 0}
+
+
+@pytest.mark.parametrize(("attempts", "token_minutes"), [(1, 15), (0, 0.25)])
+async def test_a_job_run_once_more_already_or_too_late_to_answer_is_refunded(
+    survivor, store, events, api, attempts, token_minutes
+) -> None:
+    service = survivor
+    await abandoned(store, state="running", attempts=attempts, token_minutes=token_minutes)
+    assert await service.take_over_expired() == 1
+    assert events.errors() == ["error.interrupted"] and api.requests == []
+    assert await store.ledger_totals() == {"reserved": 0, "committed": 0, "refunded": 1}
+
+
+@pytest.mark.parametrize(("posted", "outcome"), [(True, "committed"), (False, "refunded")])
+async def test_a_delivering_job_of_a_stopped_process_is_checked_not_run_again(
+    survivor, store, events, api, posted, outcome
+) -> None:
+    service = survivor
+    job_id = await abandoned(store, state="delivering")
+    if posted:
+        events.posted[job_id] = 4242
+    assert await service.take_over_expired() == 1
+    assert api.requests == [] and events.delivered == []
+    assert (await store.ledger_totals())[outcome] == 1
+    row = await store.get_job(job_id)
+    assert row is not None and row.state == ("done" if posted else "failed")
