@@ -1,7 +1,7 @@
 """`scripts/bench`: measures the bot against the fakes on loopback and prints one table of figures and targets.
 
-Exits 1 if a request was lost, a job was not settled exactly once or a charge is not a posted image (or the
-store let anyone overspend); with --strict, 3 when a figure misses its target. See docs/PERFORMANCE.md.
+Exits 1 if an accepted request has no job, a job was not settled exactly once, a charge is not a posted image
+or the store let anyone overspend; with --strict, 3 when a figure misses its target. See docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -107,6 +107,13 @@ async def measure(plan: BotPlan, workdir: Path, store_pairs: int) -> tuple[BotFi
     return figures, store, integrity
 
 
+def setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not name or not equals:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts and L = 0.5 s: a smoke run (~1 min)")
@@ -116,6 +123,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--set",
         action="append",
         default=[],
+        type=setting,
         metavar="NAME=VALUE",
         help="a bot setting for this run, e.g. STATUS_EDIT_INTERVAL_SECONDS=0 (repeatable)",
     )
@@ -131,7 +139,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    settings = dict(item.split("=", 1) for item in args.set)
+    settings = dict(args.set)
     plan = replace(QUICK if args.quick else FULL, settings=settings, seed=args.seed, validate=args.validate)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bot-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
