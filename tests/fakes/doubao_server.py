@@ -9,6 +9,8 @@ fields and the documented numeric ranges. A request that fails those checks gets
 its reason is appended to `rejections`, which end-to-end tests can assert is empty. Requests that pass are
 answered from `queue()` in order, then by `default_response`, then by a fresh success with a new image.
 Images are served at `{base_url}/files/{name}.{ext}`; `image_bytes(name)` returns the exact bytes served.
+For load tests, `latency` (seconds, or a callable `(request JSON) -> seconds`) makes every API answer leave
+exactly that long after its request arrived; each request records the latency it was given.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class RecordedRequest:
     json: Any  # None when the body was not JSON
     headers: Mapping[str, str]
     time: float  # time.monotonic() on arrival
+    latency: float | None = None  # the `latency` this request was answered with, if one was set
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,7 @@ class FakeDoubao:
         self.downloads: list[str] = []  # file names fetched, in order
         self.files: dict[str, ServedFile] = {}
         self.default_response: Scripted | None = None
+        self.latency: float | Callable[[Any], float] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self._queue: deque[Scripted] = deque()
@@ -437,8 +441,10 @@ class FakeDoubao:
             payload: Any = json.loads(raw) if raw else None
         except ValueError:
             payload = None
+        arrived = time.monotonic()
+        latency = self.latency(payload) if callable(self.latency) else self.latency
         self.requests.append(
-            RecordedRequest(request.method, request.path, payload, dict(request.headers), time.monotonic())
+            RecordedRequest(request.method, request.path, payload, dict(request.headers), arrived, latency)
         )
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -449,7 +455,10 @@ class FakeDoubao:
             if problem := validate_payload(request.path, payload):
                 self.rejections.append(problem)
                 return web.json_response(_gateway_body(INVALID_PARAMS_ERR_CODE, problem), status=400)
-            return await self._answer(await self._next_response(payload))
+            answer = await self._answer(await self._next_response(payload))
+            if latency is not None:  # the answer is ready: send it exactly `latency` after the request came
+                await asyncio.sleep(max(0.0, arrived + latency - time.monotonic()))
+            return answer
         finally:
             self.in_flight -= 1
 

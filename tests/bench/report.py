@@ -1,0 +1,67 @@
+"""Figures beside their targets, as a plain or a Markdown table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str  # e.g. "≤ 50 ms"
+    met: Callable[[float], bool]
+
+
+def at_most(limit: float, unit: str) -> Target:
+    return Target(f"≤ {limit:g} {unit}".rstrip(), lambda value: value <= limit)
+
+
+NONE = Target("0", lambda value: value == 0)
+
+
+def at_least(limit: float, unit: str) -> Target:
+    return Target(f"≥ {limit:g} {unit}".rstrip(), lambda value: value >= limit)
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    value: float
+    shown: str
+    target: Target | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        return "PASS" if not math.isnan(self.value) and self.target.met(self.value) else "FAIL"
+
+
+def ms_row(figure: str, seconds: float, target: Target | None = None) -> Row:
+    """A duration shown, and checked, in milliseconds."""
+    value = seconds * 1000
+    return Row(figure, value, "n/a" if math.isnan(value) else f"{value:,.0f} ms", target)
+
+
+def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
+    cells = [(r.figure, r.shown, r.target.text if r.target else "", r.verdict) for r in rows]
+    header = ("figure", "value", "target", "result")
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---|---:|---|---|"]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(4)]
+    return "\n".join(
+        f"{c[0]:<{widths[0]}}  {c[1]:>{widths[1]}}  {c[2]:<{widths[2]}}  {c[3]}".rstrip() for c in [header, *cells]
+    )
