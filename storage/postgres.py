@@ -120,6 +120,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_queue ON jobs (turn, seq) WHERE state = 'queued';
     CREATE INDEX jobs_by_requester ON jobs (user_id, state);
     """,
+    # v4: the quota window a job's reservation counts in (SQLite's v6, where a trigger reserves from it).
+    """
+    ALTER TABLE jobs ADD COLUMN quota_period TEXT COLLATE "C";
+    """,
 )
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
@@ -261,10 +265,11 @@ class PostgresStore:
                 return Created.QUOTA_EXHAUSTED
             if job.state == "queued":
                 job = replace(job, turn=await self._next_turn(db, job.user_id))
-            placeholders = ", ".join(f"${n}" for n in range(1, len(JOB_COLUMNS) + 1))
+            placeholders = ", ".join(f"${n}" for n in range(1, len(JOB_COLUMNS) + 2))
             await db.execute(
-                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({placeholders})",
+                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, quota_period) VALUES ({placeholders})",
                 *job_values(job, created_at=created_at),
+                window,
             )
             return Created.CREATED
 

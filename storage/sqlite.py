@@ -9,7 +9,6 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +20,6 @@ from storage._rows import (
     job_changes,
     job_from_row,
     job_values,
-    settle_state,
     utc_now,
 )
 from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, Created, JobRow, MemberRecord
@@ -151,6 +149,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_queue ON jobs (state, turn);
     CREATE INDEX jobs_by_requester ON jobs (user_id, state);
     """,
+    # v6: the writes of a job's life are one statement each (one trip to SQLite's thread, no BEGIN/COMMIT): the
+    # reservation made with the job, the settling with its final state, and the queue's round moved by a claim
+    # are done by these triggers, in the same statement.
+    """
+    ALTER TABLE jobs ADD COLUMN quota_period TEXT;
+    DROP INDEX jobs_by_state;  -- jobs_queue (state, turn) serves the same look-ups, one index less to write
+    CREATE TRIGGER jobs_reserve_quota AFTER INSERT ON jobs WHEN NEW.quota_period IS NOT NULL
+    BEGIN
+        INSERT INTO quota_ledger (job_id, guild_id, user_id, period, state, created_at)
+        VALUES (NEW.id, NEW.guild_id, NEW.user_id, NEW.quota_period, 'reserved', NEW.created_at);
+    END;
+    CREATE TRIGGER jobs_settle_quota AFTER UPDATE OF state ON jobs
+    WHEN NEW.state IN ('done', 'failed', 'cancelled') AND OLD.state NOT IN ('done', 'failed', 'cancelled')
+    BEGIN
+        UPDATE quota_ledger SET state = CASE NEW.state WHEN 'done' THEN 'committed' ELSE 'refunded' END,
+                                settled_at = NEW.finished_at
+        WHERE job_id = NEW.id AND state = 'reserved';
+    END;
+    CREATE TRIGGER jobs_advance_round AFTER UPDATE OF state ON jobs
+    WHEN NEW.state = 'running' AND OLD.state = 'queued' AND NEW.turn IS NOT NULL
+    BEGIN
+        INSERT INTO meta (key, value) VALUES ('queue_round', NEW.turn)
+        ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));
+    END;
+    """,
 )
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
@@ -158,6 +181,25 @@ _ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
 _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
 ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+# A new job with its reservation (the jobs_reserve_quota trigger), only while the member's quota and active jobs
+# and the queue allow, with its turn when it is queued: one statement.
+_TURN = (
+    "CASE WHEN :state = 'queued' THEN MAX("
+    f"COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{ROUND_KEY}'), 0),"
+    f" COALESCE((SELECT MAX(turn) + 1 FROM jobs WHERE user_id = :user_id AND state IN ({_IN_SERVICE})), 0)) END"
+)
+_INSERT_JOB = f"""
+    INSERT INTO jobs ({", ".join(JOB_COLUMNS)}, quota_period)
+    SELECT {", ".join(_TURN if name == "turn" else f":{name}" for name in JOB_COLUMNS)}, :window
+    WHERE (SELECT COUNT(*) FROM quota_ledger
+           WHERE guild_id = :guild_id AND user_id = :user_id AND period = :window
+             AND state IN ('reserved', 'committed')) < :reserve_limit
+      AND (:max_per_user IS NULL
+           OR (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND state IN ({_ACTIVE})) < :max_per_user)
+      AND (:max_queue IS NULL OR :state != 'queued'
+           OR (SELECT COUNT(*) FROM jobs WHERE state = 'queued') < :max_queue)
+"""
 
 
 class SQLiteStore:
@@ -215,7 +257,7 @@ class SQLiteStore:
                 if version == len(MIGRATIONS):
                     return
                 log.info("migrating the database to schema v%d", version + 1)
-                for statement in filter(str.strip, MIGRATIONS[version].split(";")):
+                for statement in _statements(MIGRATIONS[version]):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {version + 1}")
 
@@ -230,35 +272,31 @@ class SQLiteStore:
         max_per_user: int | None = None,
         max_queue: int | None = None,
     ) -> Created:
-        created_at = utc_now()
-        async with self._transaction() as db:
-            queued = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
-            if max_queue is not None and job.state == "queued" and await _count(db, queued) >= max_queue:
+        values = dict(zip(JOB_COLUMNS, job_values(job, created_at=utc_now()), strict=True))
+        limits = {"window": window, "reserve_limit": limit, "max_per_user": max_per_user, "max_queue": max_queue}
+        async with self._write_lock:
+            cursor = await self._db.execute(_INSERT_JOB, values | limits)
+            if cursor.rowcount == 1:
+                return Created.CREATED
+            # Refused: say which limit (under the same lock, so nothing changed meanwhile).
+            queued = await self._value("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+            if max_queue is not None and job.state == "queued" and queued >= max_queue:
                 return Created.QUEUE_FULL
-            if max_per_user is not None:
-                active = f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state IN ({_ACTIVE})"
-                if await _count(db, active, job.user_id) >= max_per_user:
-                    return Created.TOO_MANY_JOBS
-            cursor = await db.execute(
-                """
-                INSERT INTO quota_ledger (job_id, guild_id, user_id, period, state, created_at)
-                SELECT ?, ?, ?, ?, 'reserved', ?
-                WHERE (SELECT COUNT(*) FROM quota_ledger
-                       WHERE guild_id = ? AND user_id = ? AND period = ?
-                         AND state IN ('reserved', 'committed')) < ?
-                """,
-                (job.id, job.guild_id, job.user_id, window, created_at, job.guild_id, job.user_id, window, limit),
-            )
-            if cursor.rowcount != 1:
-                return Created.QUOTA_EXHAUSTED
-            if job.state == "queued":
-                job = replace(job, turn=await self._next_turn(db, job.user_id))
-            placeholders = ", ".join("?" for _ in JOB_COLUMNS)
-            await db.execute(
-                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({placeholders})",
-                job_values(job, created_at=created_at),
-            )
-            return Created.CREATED
+            active = f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state IN ({_ACTIVE})"
+            if max_per_user is not None and await self._value(active, job.user_id) >= max_per_user:
+                return Created.TOO_MANY_JOBS
+            return Created.QUOTA_EXHAUSTED
+
+    async def _value(self, query: str, *arguments: Any) -> Any:
+        """The first column of the first row (one trip to SQLite's thread), or None."""
+        rows = list(await self._db.execute_fetchall(query, arguments))
+        return rows[0][0] if rows else None
+
+    async def _write(self, query: str, arguments: Iterable[Any] | dict[str, Any]) -> int:
+        """One statement, atomic on its own (with its triggers); returns how many rows it changed."""
+        async with self._write_lock:
+            cursor = await self._db.execute(query, arguments)
+            return cursor.rowcount
 
     async def _next_turn(self, db: aiosqlite.Connection, user_id: int) -> int:
         """The current round for a user with nothing in service, else one past their latest turn."""
@@ -292,27 +330,20 @@ class SQLiteStore:
             return True
 
     async def claim_job(self, *, owner: str, lease_until: str, max_running: int) -> JobRow | None:
-        async with self._transaction() as db:
-            if await _count(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'") >= max_running:
-                return None
-            query = f"{_SELECT_JOB} WHERE state = 'queued' ORDER BY turn, rowid LIMIT 1"
-            async with db.execute(query) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return None
-            job = job_from_row(row)
-            now = utc_now()
-            await db.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
-                (owner, lease_until, now, job.id),
-            )
-            if job.turn is not None and job.turn > int(await self._meta_in(db, ROUND_KEY) or 0):
-                await db.execute(_SET_META, (ROUND_KEY, str(job.turn)))
-            return replace(job, state="running", lease_owner=owner, lease_expires_at=lease_until, updated_at=now)
+        query = f"""
+            UPDATE jobs SET state = 'running', lease_owner = :owner, lease_expires_at = :lease, updated_at = :now
+            WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid LIMIT 1)
+              AND (SELECT COUNT(*) FROM jobs WHERE state = 'running') < :max_running
+            RETURNING {", ".join(JOB_COLUMNS)}
+        """
+        arguments = {"owner": owner, "lease": lease_until, "now": utc_now(), "max_running": max_running}
+        async with self._write_lock:
+            rows = list(await self._db.execute_fetchall(query, arguments))
+        return job_from_row(rows[0]) if rows else None
 
     async def queued_job_ids(self) -> list[str]:
-        async with self._db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid") as cursor:
-            return [row[0] async for row in cursor]
+        rows = await self._db.execute_fetchall("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid")
+        return [row[0] for row in rows]
 
     async def renew_leases(self, *, owner: str, lease_until: str) -> int:
         async with self._transaction() as db:
@@ -361,9 +392,7 @@ class SQLiteStore:
         if held_by is not None:
             where += " AND lease_owner = ?"
             arguments.append(held_by)
-        async with self._transaction() as db:
-            cursor = await db.execute(f"UPDATE jobs SET {', '.join(assignments)} WHERE {where}", arguments)
-            return cursor.rowcount == 1
+        return await self._write(f"UPDATE jobs SET {', '.join(assignments)} WHERE {where}", arguments) == 1
 
     async def finish_job(
         self,
@@ -380,29 +409,22 @@ class SQLiteStore:
         finished_at = utc_now()
         placeholders = ", ".join("?" for _ in expected)
         held = "" if held_by is None else " AND lease_owner = ?"
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                f"""
-                UPDATE jobs SET state = ?, error = ?, note = COALESCE(?, note),
-                                result_message_id = COALESCE(?, result_message_id),
-                                interaction_token = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-                WHERE id = ? AND state IN ({placeholders}){held}
-                """,
-                (str(state), error, note, result_message_id, finished_at, finished_at, job_id, *expected)
-                + (() if held_by is None else (held_by,)),
-            )
-            if cursor.rowcount != 1:
-                return False
-            await db.execute(
-                "UPDATE quota_ledger SET state = ?, settled_at = ? WHERE job_id = ? AND state = 'reserved'",
-                (settle_state(state), finished_at, job_id),
-            )
-            return True
+        # The jobs_settle_quota trigger settles the reservation in the same statement (committed only for 'done').
+        changed = await self._write(
+            f"""
+            UPDATE jobs SET state = ?, error = ?, note = COALESCE(?, note),
+                            result_message_id = COALESCE(?, result_message_id),
+                            interaction_token = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+            WHERE id = ? AND state IN ({placeholders}){held}
+            """,
+            (str(state), error, note, result_message_id, finished_at, finished_at, job_id, *expected)
+            + (() if held_by is None else (held_by,)),
+        )
+        return changed == 1
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        async with self._db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)) as cur:
-            row = await cur.fetchone()
-        return job_from_row(row) if row else None
+        rows = list(await self._db.execute_fetchall(f"{_SELECT_JOB} WHERE id = ?", (job_id,)))
+        return job_from_row(rows[0]) if rows else None
 
     async def active_jobs(self) -> list[JobRow]:
         active = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
@@ -438,9 +460,7 @@ class SQLiteStore:
                    (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND state IN ({_ACTIVE})),
                    (SELECT COUNT(*) FROM jobs WHERE state = 'queued')
         """
-        async with self._db.execute(query, {"guild": guild_id, "user": user_id, "window": window}) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
+        [row] = await self._db.execute_fetchall(query, {"guild": guild_id, "user": user_id, "window": window})
         settings, banned, personal, granted, used, last, active, queued = row
         return MemberRecord(
             guild_settings=json.loads(settings) if settings else None,
@@ -454,15 +474,11 @@ class SQLiteStore:
         )
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
-        async with self._db.execute(
-            """
+        query = """
             SELECT COUNT(*) FROM quota_ledger
             WHERE guild_id = ? AND user_id = ? AND period = ? AND state IN ('reserved', 'committed')
-            """,
-            (guild_id, user_id, window),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        """
+        return int(await self._value(query, guild_id, user_id, window) or 0)
 
     async def ledger_totals(self) -> dict[str, int]:
         totals = {"reserved": 0, "committed": 0, "refunded": 0}
@@ -586,7 +602,15 @@ class SQLiteStore:
             )
 
 
-async def _count(db: aiosqlite.Connection, query: str, *arguments: Any) -> int:
-    async with db.execute(query, arguments) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script; a trigger's body (with its own semicolons) stays whole."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        raise ValueError(f"an incomplete statement in a migration: {pending.strip()[:60]!r}")
+    return statements
