@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = {Command.DRAW: Endpoint.DRAW, Command.CHARACTER: Endpoint.CHARACTER}
 MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
-ANNOUNCE_EXACTLY = 10  # queue positions up to this are shown exactly
+ANNOUNCE_EXACTLY = 10  # queue positions up to this are announced at each step
+ANNOUNCE_BOUNDS = (20, 50, 100, 200, 500, 1000, 2000, 5000)  # further back, when a position crosses one of these
+ANNOUNCE_INTERVAL = 0.25  # seconds between two looks at the queue's order (it is only for the status lines)
 QUEUE = "queue"  # the store topic published when the queue or the API slots change
 
 
@@ -259,10 +261,12 @@ class JobService:
         self._update_idle()
 
     async def _announce_positions(self) -> None:
-        """Tells each job queued from this process its place: exactly near the front, in steps of ten further back
-        (a long queue would otherwise edit every status message each time a job starts)."""
+        """Tells each job queued from this process its place: at each step near the front, further back only when it
+        crosses one of ANNOUNCE_BOUNDS (a long queue would otherwise edit every status message whenever a job starts
+        or a newcomer is served ahead), and looking at the queue at most every ANNOUNCE_INTERVAL."""
         while True:
             await self._positions_changed.wait()
+            await asyncio.sleep(ANNOUNCE_INTERVAL)  # changes coming together make one look
             self._positions_changed.clear()
             if not self._queued_here:
                 continue
@@ -280,7 +284,7 @@ class JobService:
                 announced = self._announced.get(job_id)
                 if job is None or announced == index:
                     continue
-                if announced is None or index <= ANNOUNCE_EXACTLY or index % 10 == 0:
+                if announced is None or _bracket(index) != _bracket(announced):
                     self._announced[job_id] = index
                     self.events.progress(job, index)
 
@@ -569,6 +573,14 @@ class JobService:
     async def recent(self, *, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
         rows = await self._store.recent_jobs(guild_id=guild_id, user_id=user_id, limit=limit)
         return [Job.from_row(row) for row in rows]
+
+
+def _bracket(position: int) -> int:
+    """Positions in one bracket are not worth a new status line: each one up to ANNOUNCE_EXACTLY, then up to the
+    next of ANNOUNCE_BOUNDS."""
+    if position <= ANNOUNCE_EXACTLY:
+        return position
+    return next((bound for bound in ANNOUNCE_BOUNDS if position <= bound), ANNOUNCE_BOUNDS[-1] + 1)
 
 
 def _error_key(exc: BaseException) -> str:

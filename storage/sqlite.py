@@ -207,8 +207,11 @@ class SQLiteStore:
 
     multi_process: ClassVar[bool] = False
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, reader: aiosqlite.Connection | None = None) -> None:
         self._db = connection
+        # Reads go through a connection (and thread) of their own, so that acknowledging a member never waits
+        # behind the writes queued on the first one; WAL lets it read everything committed, while writes go on.
+        self._reader = reader or connection
         # aiosqlite shares one connection between coroutines: a transaction must not interleave with another.
         self._write_lock = asyncio.Lock()
         self._listeners: list[Callable[[str], None]] = []
@@ -218,17 +221,26 @@ class SQLiteStore:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         connection = await aiosqlite.connect(path, isolation_level=None, timeout=30)
+        reader: aiosqlite.Connection | None = None
         try:
             await connection.execute("PRAGMA journal_mode=WAL")
             await connection.execute("PRAGMA synchronous=NORMAL")
             store = cls(connection)
             await store._migrate()
+            if str(path) != ":memory:":  # another connection to ":memory:" would be another database
+                reader = await aiosqlite.connect(path, isolation_level=None, timeout=30)
+                await reader.execute("PRAGMA query_only = ON")
+                store._reader = reader
         except BaseException:
             await connection.close()
+            if reader is not None:
+                await reader.close()
             raise
         return store
 
     async def close(self) -> None:
+        if self._reader is not self._db:
+            await self._reader.close()
         await self._db.close()
 
     @asynccontextmanager
@@ -289,7 +301,7 @@ class SQLiteStore:
 
     async def _value(self, query: str, *arguments: Any) -> Any:
         """The first column of the first row (one trip to SQLite's thread), or None."""
-        rows = list(await self._db.execute_fetchall(query, arguments))
+        rows = list(await self._reader.execute_fetchall(query, arguments))
         return rows[0][0] if rows else None
 
     async def _write(self, query: str, arguments: Iterable[Any] | dict[str, Any]) -> int:
@@ -342,7 +354,7 @@ class SQLiteStore:
         return job_from_row(rows[0]) if rows else None
 
     async def queued_job_ids(self) -> list[str]:
-        rows = await self._db.execute_fetchall("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid")
+        rows = await self._reader.execute_fetchall("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid")
         return [row[0] for row in rows]
 
     async def renew_leases(self, *, owner: str, lease_until: str) -> int:
@@ -358,7 +370,7 @@ class SQLiteStore:
             f"{_SELECT_JOB} WHERE state IN ('running', 'delivering') AND lease_expires_at IS NOT NULL"
             " AND lease_expires_at < ? ORDER BY created_at, rowid"
         )
-        async with self._db.execute(query, (now,)) as cursor:
+        async with self._reader.execute(query, (now,)) as cursor:
             return [job_from_row(row) async for row in cursor]
 
     async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
@@ -423,13 +435,13 @@ class SQLiteStore:
         return changed == 1
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        rows = list(await self._db.execute_fetchall(f"{_SELECT_JOB} WHERE id = ?", (job_id,)))
+        rows = list(await self._reader.execute_fetchall(f"{_SELECT_JOB} WHERE id = ?", (job_id,)))
         return job_from_row(rows[0]) if rows else None
 
     async def active_jobs(self) -> list[JobRow]:
         active = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
         query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE state IN ({active}) ORDER BY created_at, rowid"
-        async with self._db.execute(query) as cursor:
+        async with self._reader.execute(query) as cursor:
             return [job_from_row(row) async for row in cursor]
 
     async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int) -> list[JobRow]:
@@ -437,12 +449,12 @@ class SQLiteStore:
             f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE guild_id = ? AND user_id = ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         )
-        async with self._db.execute(query, (guild_id, user_id, limit)) as cursor:
+        async with self._reader.execute(query, (guild_id, user_id, limit)) as cursor:
             return [job_from_row(row) async for row in cursor]
 
     async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
         query = "SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = ? AND user_id = ?"
-        async with self._db.execute(query, (guild_id, user_id)) as cursor:
+        async with self._reader.execute(query, (guild_id, user_id)) as cursor:
             row = await cursor.fetchone()
         return row[0] if row else None
 
@@ -460,7 +472,7 @@ class SQLiteStore:
                    (SELECT COUNT(*) FROM jobs WHERE user_id = :user AND state IN ({_ACTIVE})),
                    (SELECT COUNT(*) FROM jobs WHERE state = 'queued')
         """
-        [row] = await self._db.execute_fetchall(query, {"guild": guild_id, "user": user_id, "window": window})
+        [row] = await self._reader.execute_fetchall(query, {"guild": guild_id, "user": user_id, "window": window})
         settings, banned, personal, granted, used, last, active, queued = row
         return MemberRecord(
             guild_settings=json.loads(settings) if settings else None,
@@ -482,14 +494,14 @@ class SQLiteStore:
 
     async def ledger_totals(self) -> dict[str, int]:
         totals = {"reserved": 0, "committed": 0, "refunded": 0}
-        async with self._db.execute("SELECT state, COUNT(*) FROM quota_ledger GROUP BY state") as cursor:
+        async with self._reader.execute("SELECT state, COUNT(*) FROM quota_ledger GROUP BY state") as cursor:
             async for state, count in cursor:
                 totals[state] = count
         return totals
 
     async def job_counts(self) -> dict[str, int]:
         counts: dict[str, int] = dict.fromkeys(ACTIVE_STATES + FINAL_STATES, 0)
-        async with self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
+        async with self._reader.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
             async for state, count in cursor:
                 counts[state] = count
         return counts
@@ -500,13 +512,13 @@ class SQLiteStore:
             " WHERE state = 'pending' AND approval_expires_at IS NOT NULL AND approval_expires_at < ?"
             " ORDER BY created_at"
         )
-        async with self._db.execute(query, (now,)) as cursor:
+        async with self._reader.execute(query, (now,)) as cursor:
             return [job_from_row(row) async for row in cursor]
 
     # -- server policy --------------------------------------------------------------------------
 
     async def get_guild_settings(self, guild_id: int) -> dict[str, Any] | None:
-        async with self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
+        async with self._reader.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
             row = await cur.fetchone()
         return json.loads(row[0]) if row else None
 
@@ -520,7 +532,7 @@ class SQLiteStore:
 
     async def get_user_limit(self, guild_id: int, user_id: int) -> int | None:
         query = "SELECT daily_limit FROM user_limits WHERE guild_id = ? AND user_id = ?"
-        async with self._db.execute(query, (guild_id, user_id)) as cursor:
+        async with self._reader.execute(query, (guild_id, user_id)) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else None
 
@@ -545,7 +557,7 @@ class SQLiteStore:
 
     async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
         query = "SELECT COALESCE(SUM(amount), 0) FROM quota_grants WHERE guild_id = ? AND user_id = ? AND period = ?"
-        async with self._db.execute(query, (guild_id, user_id, window)) as cursor:
+        async with self._reader.execute(query, (guild_id, user_id, window)) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
@@ -565,7 +577,7 @@ class SQLiteStore:
 
     async def get_ban(self, guild_id: int, user_id: int) -> BanRow | None:
         query = "SELECT guild_id, user_id, reason, banned_by, created_at FROM bans WHERE guild_id = ? AND user_id = ?"
-        async with self._db.execute(query, (guild_id, user_id)) as cursor:
+        async with self._reader.execute(query, (guild_id, user_id)) as cursor:
             row = await cursor.fetchone()
         return BanRow(*row) if row else None
 
@@ -590,7 +602,7 @@ class SQLiteStore:
     # -- metadata -------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+        async with self._reader.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
         return row[0] if row else None
 

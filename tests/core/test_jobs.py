@@ -281,7 +281,7 @@ async def test_newcomer_after_a_heavy_user_whose_first_job_is_running_is_second(
 
 async def test_positions_are_announced_as_the_queue_moves(start_service, events, api) -> None:
     service = await start_service(max_concurrent=1, max_per_user=10)
-    api.default_response = lambda _payload: FakeResponse.delay(0.05, then=FakeResponse.success_urls())
+    api.default_response = lambda _payload: FakeResponse.delay(0.6, then=FakeResponse.success_urls())
     first = await service.submit(draw("one", user=1))
     second = await service.submit(draw("two", user=2))
     third = await service.submit(draw("three", user=3))
