@@ -163,9 +163,20 @@ async def run(settings: Settings) -> None:
         await bot.start(settings.discord_token.reveal())
 
 
+_closing: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
+
+
 def _stop(bot: DoubaoBot, signal_name: str) -> None:
     log.info("%s received: finishing running jobs, then stopping", signal_name)
-    asyncio.get_running_loop().create_task(bot.close())
+    task = asyncio.get_running_loop().create_task(bot.close(), name="graceful-close")
+    _closing.add(task)
+    task.add_done_callback(_closed)
+
+
+def _closed(task: asyncio.Task[None]) -> None:
+    _closing.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("closing the bot failed", exc_info=error)
 
 
 def configure_logging(level_name: str) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from storage.urls import is_postgres_url, postgres_connect_args, sqlite_path
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
