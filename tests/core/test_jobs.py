@@ -237,8 +237,8 @@ async def test_api_calls_in_flight_are_bounded(service, api) -> None:
     assert api.max_in_flight == 2
 
 
-async def test_users_waiting_together_are_served_in_turn(start_service, api) -> None:
-    service = await start_service(daily_limit=20, max_concurrent=1, max_per_user=10)
+async def order_served(service: JobService, api: FakeDoubao, first: str, then: list[tuple[str, int]]) -> list[str]:
+    """Submits `first` (user 1) and holds it at the API while the others queue; the order the API saw them in."""
     started, release = asyncio.Event(), asyncio.Event()
 
     async def held(_payload):
@@ -247,35 +247,25 @@ async def test_users_waiting_together_are_served_in_turn(start_service, api) -> 
         return FakeResponse.success_urls()
 
     api.default_response = held
-    await service.submit(draw("A0", user=1))
-    await started.wait()
-    for prompt, user in (("A1", 1), ("A2", 1), ("B0", 2), ("B1", 2), ("C0", 3)):
+    await service.submit(draw(first, user=1))
+    await started.wait()  # the first job is with the API, the queue is empty
+    for prompt, user in then:
         await service.submit(draw(prompt, user=user))
     release.set()
     await service.wait_idle()
-    order = [request.json["prompt"] for request in api.requests]
+    return [request.json["prompt"] for request in api.requests]
+
+
+async def test_users_waiting_together_are_served_in_turn(start_service, api) -> None:
+    service = await start_service(daily_limit=20, max_concurrent=1, max_per_user=10)
+    order = await order_served(service, api, "A0", [("A1", 1), ("A2", 1), ("B0", 2), ("B1", 2), ("C0", 3)])
     assert order == ["A0", "B0", "C0", "A1", "B1", "A2"]
 
 
 async def test_newcomer_after_a_heavy_user_whose_first_job_is_running_is_second(start_service, api) -> None:
     service = await start_service(daily_limit=20, max_concurrent=1, max_per_user=10)
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held(_payload):
-        started.set()
-        await release.wait()
-        return FakeResponse.success_urls()
-
-    api.default_response = held
-    await service.submit(draw("A0", user=1))
-    await started.wait()  # A0 is with the API, the queue is empty
-    for n in range(1, 5):
-        await service.submit(draw(f"A{n}", user=1))
-    await service.submit(draw("B0", user=2))
-    await service.submit(draw("C0", user=3))
-    release.set()
-    await service.wait_idle()
-    order = [request.json["prompt"] for request in api.requests]
+    heavy = [(f"A{n}", 1) for n in range(1, 5)]
+    order = await order_served(service, api, "A0", [*heavy, ("B0", 2), ("C0", 3)])
     assert order == ["A0", "B0", "C0", "A1", "A2", "A3", "A4"]
 
 
