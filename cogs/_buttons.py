@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs._render import details_embed
-from cogs._replies import language_of, remember_server_language, text, use_server_language
+from cogs._replies import answer_in_server_language, language_of, load_fallback_language, text
 from cogs._submit import start_job
 from cogs._tree import explain_error
 from core.errors import UserFacingError
@@ -58,7 +58,7 @@ class JobButton(
 
     async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         try:
-            await remember_server_language(interaction)
+            await load_fallback_language(interaction)
             job = await interaction.client.jobs.load(self.job_id)
             if job is None:
                 raise UserFacingError("error.job_not_found")
@@ -158,7 +158,7 @@ class ApprovalButton(
 
     async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         try:
-            await use_server_language(interaction)
+            await answer_in_server_language(interaction)
             if not interaction.permissions.manage_messages:
                 raise UserFacingError("error.not_a_moderator")
             if self.action == "reject":
@@ -198,7 +198,7 @@ class RejectModal(discord.ui.Modal):
         self.add_item(self.reason)
 
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
-        await use_server_language(interaction)
+        await answer_in_server_language(interaction)
         reason = self.reason.value.strip() or None
         await interaction.response.defer(ephemeral=True, thinking=True)  # settling talks to Discord several times
         rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)
@@ -231,7 +231,7 @@ class PromptModal(discord.ui.Modal):
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
-        await remember_server_language(interaction)
+        await load_fallback_language(interaction)
         prompt = clean_prompt(self.prompt.value)
         if self.reference_url is None:
             await start_job(interaction, self.job.command, replace(self.job.params, prompt=prompt))

@@ -69,7 +69,7 @@ class DiscordJobEvents:
         return message_id
 
     async def finished(self, job: Job) -> None:
-        content = t(job.language, job.error or "error.unexpected", reason=job.note or "-")
+        content = t(job.language, job.outcome_key or "error.unexpected", reason=job.note or "-")
         await self.throttle.finish(job.id, lambda: self._tell(job, content))
         self.modlog.later(self._log(job, cost=0))
 

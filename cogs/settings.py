@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from cogs._guards import require_manage_guild
 from cogs._render import quota_text
-from cogs._replies import language_of, reply, text, use_server_language
+from cogs._replies import answer_in_server_language, language_of, reply, text
 from core.blocklist import BUILTIN_TERMS, BlockEntry, InvalidPattern, validate
 from core.config import WATERMARK_POSITIONS, Watermark
 from core.errors import InvalidInput
@@ -53,7 +53,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         require_manage_guild(interaction)
         # Admin texts are in the server's language, like the mod log they are recorded in.
         assert interaction.guild_id is not None
-        await use_server_language(interaction)
+        await answer_in_server_language(interaction)
         return True
 
     async def _update(self, interaction: discord.Interaction, **changes: Any) -> GuildPolicy:
@@ -117,7 +117,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     async def language(self, interaction: discord.Interaction[DoubaoBot], language: str) -> None:
         assert interaction.guild_id is not None
         await self._update(interaction, language=None if language == "auto" else language)
-        await use_server_language(interaction)
+        await answer_in_server_language(interaction)
         await self._done(interaction, "settings.language_set", language=language)
 
     # -- channels -------------------------------------------------------------------------------
