@@ -96,13 +96,6 @@ class QuotaService:
         record = await self._store.member_record(guild_id=guild_id, user_id=user_id, window=self.window().key)
         return self.status_from(record, GuildPolicy.from_settings(record.guild_settings), role_ids=role_ids)
 
-    async def check(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaStatus:
-        """Raises QuotaExhausted when nothing is left; a cheap early answer, the reservation still decides."""
-        status = await self.status(guild_id=guild_id, user_id=user_id, role_ids=role_ids)
-        if status.remaining == 0:
-            raise exhausted(status.limit, status.resets_at)
-        return status
-
 
 def exhausted(limit: int, resets_at: datetime) -> QuotaExhausted:
     return QuotaExhausted("error.quota_exhausted", limit=limit, resets=resets_at)
