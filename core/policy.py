@@ -127,14 +127,6 @@ class PolicyService:
             await self._store.save_guild_settings(guild_id, policy.to_dict())
         return policy
 
-    async def admit(
-        self, requester: Requester, params: Params, *, last_request_at: datetime | None, now: datetime
-    ) -> Admission:
-        """Reads the server's policy and the requester's ban, then `decide`s."""
-        policy = await self.get(requester.guild_id)
-        banned = await self._store.get_ban(requester.guild_id, requester.user_id) is not None
-        return decide(policy, requester, params, banned=banned, last_request_at=last_request_at, now=now)
-
 
 def decide(
     policy: GuildPolicy,

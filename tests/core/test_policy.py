@@ -12,7 +12,7 @@ import pytest
 from core.blocklist import BlockEntry
 from core.config import Watermark
 from core.params import CharacterParams, DrawParams
-from core.policy import ApprovalMode, GuildPolicy, PolicyRefusal, PolicyService, Requester
+from core.policy import ApprovalMode, GuildPolicy, PolicyRefusal, PolicyService, Requester, decide
 from core.quota import QuotaService
 from storage import Store, open_store
 
@@ -35,13 +35,19 @@ def who(*roles: int, channel: int = CHANNEL) -> Requester:
     return Requester(GUILD, channel, USER, frozenset(roles))
 
 
-async def admit(policy: PolicyService, params=None, requester: Requester | None = None, last=None):
-    return await policy.admit(requester or who(), params or DrawParams(prompt="a cat"), last_request_at=last, now=NOW)
+async def admit(policy: PolicyService, params=None, requester: Requester | None = None, last=None, banned=False):
+    """The server's policy as stored, applied to a request (the admission gate does the same)."""
+    requester = requester or who()
+    stored = await policy.get(requester.guild_id)
+    params = params or DrawParams(prompt="a cat")
+    return decide(stored, requester, params, banned=banned, last_request_at=last, now=NOW)
 
 
-async def refusal(policy: PolicyService, params=None, requester: Requester | None = None, last=None) -> PolicyRefusal:
+async def refusal(
+    policy: PolicyService, params=None, requester: Requester | None = None, last=None, banned=False
+) -> PolicyRefusal:
     with pytest.raises(PolicyRefusal) as caught:
-        await admit(policy, params, requester, last)
+        await admit(policy, params, requester, last, banned)
     return caught.value
 
 
@@ -74,10 +80,13 @@ async def test_changes_take_effect_at_once(policy: PolicyService) -> None:
 
 
 async def test_banned_member_is_refused(policy: PolicyService, store: Store) -> None:
+    async def banned() -> bool:
+        return (await store.member_record(guild_id=GUILD, user_id=USER, window="2026-11-21")).banned
+
     await store.ban(guild_id=GUILD, user_id=USER, reason="spam", banned_by=9)
-    assert (await refusal(policy)).key == "error.banned"
+    assert (await refusal(policy, banned=await banned())).key == "error.banned"
     assert await store.unban(guild_id=GUILD, user_id=USER)
-    await admit(policy)
+    await admit(policy, banned=await banned())
 
 
 async def test_channels_refusal_names_the_allowed_ones(policy: PolicyService) -> None:
