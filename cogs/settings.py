@@ -168,7 +168,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         self, interaction: discord.Interaction, user: discord.User, limit: Limit | None = None
     ) -> None:
         assert interaction.guild_id is not None
-        await self.bot.store.set_user_limit(interaction.guild_id, user.id, limit)
+        await self.bot.quota.set_personal_limit(guild_id=interaction.guild_id, user_id=user.id, limit=limit)
         if limit is None:
             await self._done(interaction, "settings.quota_user_removed", user=user.mention)
         else:
@@ -180,12 +180,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         self, interaction: discord.Interaction, user: discord.User, amount: Range[int, 1, MAX_LIMIT]
     ) -> None:
         assert interaction.guild_id is not None
-        await self.bot.store.add_quota_grant(
-            guild_id=interaction.guild_id,
-            user_id=user.id,
-            window=self.bot.quota.window().key,
-            amount=amount,
-            granted_by=interaction.user.id,
+        await self.bot.quota.grant(
+            guild_id=interaction.guild_id, user_id=user.id, amount=amount, granted_by=interaction.user.id
         )
         await self._done(interaction, "settings.quota_granted", user=user.mention, amount=amount)
 
@@ -193,17 +189,10 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @app_commands.describe(user="The member")
     async def quota_reset(self, interaction: discord.Interaction, user: discord.User) -> None:
         assert interaction.guild_id is not None
-        # A grant equal to today's use: the ledger keeps every charge, the member starts the day afresh.
-        status = await self.bot.quota.status(guild_id=interaction.guild_id, user_id=user.id)
-        if status.used:
-            await self.bot.store.add_quota_grant(
-                guild_id=interaction.guild_id,
-                user_id=user.id,
-                window=self.bot.quota.window().key,
-                amount=status.used,
-                granted_by=interaction.user.id,
-            )
-        await self._done(interaction, "settings.quota_reset", user=user.mention, amount=status.used)
+        given_back = await self.bot.quota.reset(
+            guild_id=interaction.guild_id, user_id=user.id, reset_by=interaction.user.id
+        )
+        await self._done(interaction, "settings.quota_reset", user=user.mention, amount=given_back)
 
     @quota.command(name="show", description="A member's limit today, where it comes from, and what is left")
     @app_commands.describe(user="The member")
@@ -325,7 +314,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
         self, interaction: discord.Interaction, user: discord.User, reason: Range[str, 0, 300] | None = None
     ) -> None:
         assert interaction.guild_id is not None
-        await self.bot.store.ban(
+        await self.bot.policy.ban(
             guild_id=interaction.guild_id, user_id=user.id, reason=reason, banned_by=interaction.user.id
         )
         await self._done(interaction, "settings.banned", user=user.mention, reason=reason or "-")
@@ -334,7 +323,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Serv
     @app_commands.describe(user="The member")
     async def unban(self, interaction: discord.Interaction, user: discord.User) -> None:
         assert interaction.guild_id is not None
-        if not await self.bot.store.unban(guild_id=interaction.guild_id, user_id=user.id):
+        if not await self.bot.policy.unban(guild_id=interaction.guild_id, user_id=user.id):
             raise InvalidInput("error.not_banned", user=user.mention)
         await self._done(interaction, "settings.unbanned", user=user.mention)
 

@@ -127,6 +127,14 @@ class PolicyService:
             await self._store.save_guild_settings(guild_id, policy.to_dict())
         return policy
 
+    async def ban(self, *, guild_id: int, user_id: int, reason: str | None, banned_by: int) -> None:
+        """Stops the member from generating in the guild (a ban already there is replaced)."""
+        await self._store.ban(guild_id=guild_id, user_id=user_id, reason=reason, banned_by=banned_by)
+
+    async def unban(self, *, guild_id: int, user_id: int) -> bool:
+        """Lifts the member's ban; False when they were not banned."""
+        return await self._store.unban(guild_id=guild_id, user_id=user_id)
+
 
 def decide(
     policy: GuildPolicy,
