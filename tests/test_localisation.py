@@ -14,7 +14,7 @@ from cogs._translator import command_catalogue, command_key
 from core.i18n import LANGUAGES, catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*ROOT.glob("cogs/*.py"), *ROOT.glob("core/*.py"), ROOT / "bot.py"])
+SOURCES = sorted([*ROOT.glob("cogs/**/*.py"), *ROOT.glob("core/*.py"), ROOT / "bot.py"])
 KEY = re.compile(
     r"^(error|settings|status|approval|modlog|quota|privacy|modal|button|state|details|history|result)\.[a-z0-9_.]+$"
 )
