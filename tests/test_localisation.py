@@ -10,6 +10,8 @@ import pytest
 from discord import app_commands
 
 import bot as bot_module
+from cogs._approval import APPROVAL_STYLES
+from cogs._buttons import ACTIONS
 from cogs._translator import command_catalogue, command_key
 from core.i18n import LANGUAGES, catalogue
 
@@ -20,7 +22,7 @@ KEY = re.compile(
 )
 # Keys built at run time from a known set of values.
 DYNAMIC_KEYS = {
-    "button.{}": ["cancel", "reroll", "vary", "ref", "details", "delete", "approve", "reject"],
+    "button.{}": [*ACTIONS, *APPROVAL_STYLES],
     "state.{}": ["pending", "queued", "running", "delivering", "done", "failed", "cancelled"],
     "quota.source_{}": ["default", "server", "role", "user"],
     "approval.marked_{}": ["approved", "rejected", "expired"],
