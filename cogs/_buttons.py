@@ -1,17 +1,17 @@
 """Buttons on status and result messages. The job id is in the custom_id and the state in the database,
-so they keep working after a restart (`discord.ui.DynamicItem`)."""
+so they keep working after a restart (`discord.ui.DynamicItem`). Approve/Reject are in `cogs/_approval.py`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from cogs._render import details_embed
-from cogs._replies import language_of, remember_server_language, text, use_server_language
+from cogs._replies import language_of, load_fallback_language, text
 from cogs._submit import start_job
 from cogs._tree import explain_error
 from core.errors import UserFacingError
@@ -22,62 +22,7 @@ from core.params import MAX_PROMPT_CHARS, CharacterParams, Command, clean_prompt
 if TYPE_CHECKING:
     from bot import DoubaoBot
 
-STYLES = {
-    "cancel": discord.ButtonStyle.secondary,
-    "reroll": discord.ButtonStyle.primary,
-    "vary": discord.ButtonStyle.secondary,
-    "ref": discord.ButtonStyle.secondary,
-    "details": discord.ButtonStyle.secondary,
-    "delete": discord.ButtonStyle.danger,
-}
 MODAL_TIMEOUT = 3600  # a modal left open longer is not answered; the member can click again
-EMOJI = {"cancel": "✖️", "reroll": "🎲", "vary": "✏️", "ref": "🧬", "details": "ℹ️", "delete": "🗑️"}
-
-
-class JobButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"job:(?P<action>cancel|reroll|vary|ref|details|delete):(?P<job_id>[0-9a-f]{32})",
-):
-    def __init__(self, action: str, job_id: str, language: str = "en") -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=t(language, f"button.{action}"),
-                emoji=EMOJI[action],
-                style=STYLES[action],
-                custom_id=f"job:{action}:{job_id}",
-            )
-        )
-        self.action = action
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> JobButton:
-        return cls(match["action"], match["job_id"])
-
-    async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
-        try:
-            await remember_server_language(interaction)
-            job = await interaction.client.jobs.load(self.job_id)
-            if job is None:
-                raise UserFacingError("error.job_not_found")
-            await ACTIONS[self.action](interaction, job)
-        except Exception as error:
-            await explain_error(interaction, error)
-
-
-def status_view(job: Job) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("cancel", job.id, job.language))
-    return view
-
-
-def result_view(job: Job) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for action in ("reroll", "vary", "ref", "details", "delete"):
-        view.add_item(JobButton(action, job.id, job.language))
-    return view
 
 
 def may_manage(interaction: discord.Interaction[DoubaoBot], job: Job) -> bool:
@@ -123,28 +68,40 @@ async def delete(interaction: discord.Interaction[DoubaoBot], job: Job) -> None:
     await interaction.followup.send(text(interaction, "result.deleted"), ephemeral=True)
 
 
-ACTIONS: dict[str, Callable[[discord.Interaction[DoubaoBot], Job], Awaitable[Any]]] = {
-    "cancel": cancel,
-    "reroll": reroll,
-    "vary": vary,
-    "ref": use_as_reference,
-    "details": details,
-    "delete": delete,
+@dataclass(frozen=True)
+class JobAction:
+    """A button on a job's messages: how it looks (its label is the catalogue's `button.<name>`), whether it sits
+    under the image or on the status message while the job waits, and what a click does."""
+
+    style: discord.ButtonStyle
+    emoji: str
+    handler: Callable[[discord.Interaction[DoubaoBot], Job], Awaitable[Any]]
+    on_result: bool = True
+
+
+# Every job button, by the name its custom_id carries (`job:<name>:<job id>`), in the order they are shown. Buttons
+# posted long ago carry these names: rename one and they stop working.
+ACTIONS: dict[str, JobAction] = {
+    "cancel": JobAction(discord.ButtonStyle.secondary, "✖️", cancel, on_result=False),
+    "reroll": JobAction(discord.ButtonStyle.primary, "🎲", reroll),
+    "vary": JobAction(discord.ButtonStyle.secondary, "✏️", vary),
+    "ref": JobAction(discord.ButtonStyle.secondary, "🧬", use_as_reference),
+    "details": JobAction(discord.ButtonStyle.secondary, "ℹ️", details),
+    "delete": JobAction(discord.ButtonStyle.danger, "🗑️", delete),
 }
 
 
-class ApprovalButton(
+class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"approval:(?P<action>approve|reject):(?P<job_id>[0-9a-f]{32})",
+    template=rf"job:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>[0-9a-f]{{32}})",
 ):
-    """Approve / Reject on a request posted in the mod channel, for members who may manage messages there."""
-
     def __init__(self, action: str, job_id: str, language: str = "en") -> None:
         super().__init__(
             discord.ui.Button(
                 label=t(language, f"button.{action}"),
-                style=discord.ButtonStyle.success if action == "approve" else discord.ButtonStyle.danger,
-                custom_id=f"approval:{action}:{job_id}",
+                emoji=ACTIONS[action].emoji,
+                style=ACTIONS[action].style,
+                custom_id=f"job:{action}:{job_id}",
             )
         )
         self.action = action
@@ -153,61 +110,34 @@ class ApprovalButton(
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ApprovalButton:
+    ) -> JobButton:
         return cls(match["action"], match["job_id"])
 
     async def callback(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
         try:
-            await use_server_language(interaction)
-            if not interaction.permissions.manage_messages:
-                raise UserFacingError("error.not_a_moderator")
-            if self.action == "reject":
-                modal = RejectModal(self.job_id, language_of(interaction), opened_by=interaction.id)
-                await interaction.response.send_modal(modal)
-                return
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            approved = await interaction.client.jobs.approve(self.job_id, interaction.user.id)
-            await interaction.followup.send(
-                text(interaction, "approval.done" if approved else "error.already_decided"), ephemeral=True
-            )
+            await load_fallback_language(interaction)
+            job = await interaction.client.jobs.load(self.job_id)
+            if job is None:
+                raise UserFacingError("error.job_not_found")
+            await ACTIONS[self.action].handler(interaction, job)
         except Exception as error:
             await explain_error(interaction, error)
 
 
-def approval_view(job: Job, language: str) -> discord.ui.View:
+def status_view(job: Job) -> discord.ui.View:
+    return _view(job, on_result=False)
+
+
+def result_view(job: Job) -> discord.ui.View:
+    return _view(job, on_result=True)
+
+
+def _view(job: Job, *, on_result: bool) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(ApprovalButton("approve", job.id, language))
-    view.add_item(ApprovalButton("reject", job.id, language))
+    for name, action in ACTIONS.items():
+        if action.on_result == on_result:
+            view.add_item(JobButton(name, job.id, job.language))
     return view
-
-
-class RejectModal(discord.ui.Modal):
-    def __init__(self, job_id: str, language: str, *, opened_by: int) -> None:
-        # One modal per click: discord.py keys open modals by custom_id, and two moderators may reject at once.
-        super().__init__(
-            title=t(language, "modal.reject_title"), custom_id=f"reject:{job_id}:{opened_by}", timeout=MODAL_TIMEOUT
-        )
-        self.job_id = job_id
-        self.reason = discord.ui.TextInput(
-            label=t(language, "modal.reason_label"),
-            custom_id="reason",
-            style=discord.TextStyle.paragraph,
-            max_length=500,
-            required=False,
-        )
-        self.add_item(self.reason)
-
-    async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
-        await use_server_language(interaction)
-        reason = self.reason.value.strip() or None
-        await interaction.response.defer(ephemeral=True, thinking=True)  # settling talks to Discord several times
-        rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)
-        await interaction.followup.send(
-            text(interaction, "approval.done" if rejected else "error.already_decided"), ephemeral=True
-        )
-
-    async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: Exception) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
-        await explain_error(interaction, error)
 
 
 class PromptModal(discord.ui.Modal):
@@ -215,7 +145,8 @@ class PromptModal(discord.ui.Modal):
 
     def __init__(self, job: Job, language: str, *, opened_by: int, reference_url: str | None = None) -> None:
         title_key = "modal.reference_title" if reference_url else "modal.vary_title"
-        # One modal per click (see RejectModal): several members may vary the same public result at once.
+        # One modal per click: discord.py keys open modals by custom_id, and several members may vary the
+        # same public result at once.
         custom_id = f"prompt:{job.id}:{opened_by}"
         super().__init__(title=t(language, title_key), custom_id=custom_id, timeout=MODAL_TIMEOUT)
         self.job = job
@@ -231,7 +162,7 @@ class PromptModal(discord.ui.Modal):
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction[DoubaoBot]) -> None:  # pyright: ignore[reportIncompatibleMethodOverride] - only this bot's interactions reach it
-        await remember_server_language(interaction)
+        await load_fallback_language(interaction)
         prompt = clean_prompt(self.prompt.value)
         if self.reference_url is None:
             await start_job(interaction, self.job.command, replace(self.job.params, prompt=prompt))

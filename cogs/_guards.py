@@ -15,7 +15,7 @@ def require_guild(interaction: discord.Interaction) -> int:
     return interaction.guild_id
 
 
-class Forbidden(app_commands.CheckFailure):
+class NotAllowed(app_commands.CheckFailure):
     """A check that failed with a message for the user (a catalogue key)."""
 
     def __init__(self, key: str) -> None:
@@ -26,7 +26,7 @@ class Forbidden(app_commands.CheckFailure):
 def require_manage_guild(interaction: discord.Interaction) -> bool:
     """Checked in code too: a server may have widened who sees the settings commands."""
     if interaction.guild_id is None:
-        raise Forbidden("error.guild_only")
+        raise NotAllowed("error.guild_only")
     if not interaction.permissions.manage_guild:
-        raise Forbidden("error.not_an_admin")
+        raise NotAllowed("error.not_an_admin")
     return True

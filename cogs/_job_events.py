@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 
-from cogs._buttons import approval_view, result_view, status_view
+from cogs._approval import approval_view
+from cogs._buttons import result_view, status_view
 from cogs._modlog import ModLog, job_embed
 from cogs._render import result_embed, result_file
 from cogs._replies import NO_PINGS, mentioning_only, token_rejected
@@ -69,7 +70,7 @@ class DiscordJobEvents:
         return message_id
 
     async def finished(self, job: Job) -> None:
-        content = t(job.language, job.error or "error.unexpected", reason=job.note or "-")
+        content = t(job.language, job.outcome_key or "error.unexpected", reason=job.note or "-")
         await self.throttle.finish(job.id, lambda: self._tell(job, content))
         self.modlog.later(self._log(job, cost=0))
 

@@ -81,8 +81,8 @@ class ModLog:
         embed = job_embed(job, language)
         embed.colour = COLOURS["done"] if job.state.value == "done" else COLOURS["refused"]
         embed.add_field(name=t(language, "modlog.outcome"), value=t(language, f"state.{job.state.value}"))
-        if job.error:
-            reason = t(language, job.error, reason=job.note or "-")
+        if job.outcome_key:
+            reason = t(language, job.outcome_key, reason=job.note or "-")
             embed.add_field(name=t(language, "modlog.reason"), value=trim(reason, 1000), inline=False)
         if job.result_message_id:
             link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.result_message_id}"

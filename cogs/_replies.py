@@ -34,14 +34,15 @@ def language_of(interaction: discord.Interaction) -> str:
     return language_for(interaction.locale.value, interaction.extras.get("server_language"), guild_locale)
 
 
-async def use_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
-    """Answers this interaction in the server's language (for admins and moderators, like the mod log)."""
+async def answer_in_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
+    """Answers the whole interaction in the server's language, whatever the member's own (for admins and
+    moderators, like the mod log)."""
     interaction.extras["language"] = await interaction.client.modlog.server_language(interaction.guild_id or 0)
 
 
-async def remember_server_language(interaction: discord.Interaction[DoubaoBot]) -> None:
-    """Reads the server's configured language once per interaction, for `language_of`; not needed (and not read)
-    when the bot speaks the member's own language."""
+async def load_fallback_language(interaction: discord.Interaction[DoubaoBot]) -> None:
+    """Reads the server's configured language, the fallback `language_of` uses for a member whose Discord
+    language the bot does not speak; once per interaction, and not at all when it speaks the member's own."""
     if is_served(interaction.locale.value):
         return
     if interaction.guild_id is not None and "server_language" not in interaction.extras:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from cogs._guards import Forbidden
-from cogs._replies import remember_server_language, reply, text
+from cogs._guards import NotAllowed
+from cogs._replies import load_fallback_language, reply, text
 from core.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ async def explain_error(interaction: discord.Interaction, error: BaseException) 
     cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
     if isinstance(cause, UserFacingError):
         content = text(interaction, cause.key, **cause.params)
-    elif isinstance(cause, Forbidden):
+    elif isinstance(cause, NotAllowed):
         content = text(interaction, cause.key)
     elif isinstance(cause, app_commands.TransformerError | app_commands.CheckFailure):
         content = text(interaction, "error.bad_choice", option=getattr(cause, "value", "?"))
@@ -39,7 +39,7 @@ async def explain_error(interaction: discord.Interaction, error: BaseException) 
 
 class BotTree(app_commands.CommandTree["DoubaoBot"]):
     async def interaction_check(self, interaction: discord.Interaction[DoubaoBot]) -> bool:
-        await remember_server_language(interaction)
+        await load_fallback_language(interaction)
         return True
 
     async def on_error(self, interaction: discord.Interaction[DoubaoBot], error: app_commands.AppCommandError) -> None:

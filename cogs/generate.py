@@ -12,6 +12,8 @@ from discord.ext import commands
 from cogs._guards import require_guild
 from cogs._submit import start_job
 from core.params import (
+    DEFAULT_MODEL,
+    DEFAULT_SIZE,
     MAX_PROMPT_CHARS,
     MODELS,
     SCALE_RANGE,
@@ -23,6 +25,8 @@ from core.params import (
     CharacterParams,
     Command,
     DrawParams,
+    Model,
+    Style,
     check_choice,
     check_range,
     check_reference,
@@ -34,8 +38,6 @@ if TYPE_CHECKING:
     from bot import DoubaoBot
 
 SIZE_CHOICES = [Choice(name=f"{ratio} ({w}×{h})", value=ratio) for ratio, (w, h) in SIZE_PRESETS.items()]
-MODEL_CHOICES = [Choice(name=model, value=model) for model in MODELS]
-STYLE_CHOICES = [Choice(name="standard", value="standard"), Choice(name="aesthetic", value="aesthetic")]
 
 Prompt = Range[str, 1, MAX_PROMPT_CHARS]
 Seed = Range[int, 0, SEED_MAX]
@@ -66,17 +68,17 @@ class Generate(commands.Cog):
         upscale="Upscale the result (slower)",
         rewrite_prompt="Let the model expand the prompt first (default on)",
     )
-    @app_commands.choices(size=SIZE_CHOICES, model=MODEL_CHOICES, style=STYLE_CHOICES)
+    @app_commands.choices(size=SIZE_CHOICES)
     async def draw(
         self,
         interaction: discord.Interaction[DoubaoBot],
         prompt: Prompt,
-        size: str | None = None,
-        model: str | None = None,
-        style: str | None = None,
+        size: str = DEFAULT_SIZE,
+        model: Model = DEFAULT_MODEL,
+        style: Style | None = None,
         seed: Seed | None = None,
-        scale: Scale | None = None,
-        steps: Steps | None = None,
+        scale: Scale = DrawParams.scale,
+        steps: Steps = DrawParams.steps,
         upscale: bool = False,
         rewrite_prompt: bool = True,
     ) -> None:
@@ -89,11 +91,11 @@ class Generate(commands.Cog):
             prompt=clean_prompt(prompt),
             width=width,
             height=height,
-            model_version=model or DrawParams.model_version,
+            model_version=model,
             style=style,
-            seed=-1 if seed is None else seed,
-            scale=DrawParams.scale if scale is None else scale,
-            steps=DrawParams.steps if steps is None else steps,
+            seed=-1 if seed is None else seed,  # -1: a random seed, picked when the job is submitted
+            scale=scale,
+            steps=steps,
             upscale=upscale,
             rewrite_prompt=rewrite_prompt,
         )
@@ -117,12 +119,12 @@ class Generate(commands.Cog):
         interaction: discord.Interaction[DoubaoBot],
         prompt: Prompt,
         reference: discord.Attachment,
-        size: str | None = None,
-        subject_strength: Strength | None = None,
-        face_strength: Strength | None = None,
+        size: str = DEFAULT_SIZE,
+        subject_strength: Strength = CharacterParams.subject_strength,
+        face_strength: Strength = CharacterParams.face_strength,
         seed: Seed | None = None,
-        scale: Scale | None = None,
-        steps: Steps | None = None,
+        scale: Scale = CharacterParams.scale,
+        steps: Steps = CharacterParams.steps,
         upscale: bool = False,
     ) -> None:
         require_guild(interaction)
@@ -143,11 +145,11 @@ class Generate(commands.Cog):
             reference_url=reference.url,
             width=width,
             height=height,
-            subject_strength=CharacterParams.subject_strength if subject_strength is None else subject_strength,
-            face_strength=CharacterParams.face_strength if face_strength is None else face_strength,
-            seed=-1 if seed is None else seed,
-            scale=CharacterParams.scale if scale is None else scale,
-            steps=CharacterParams.steps if steps is None else steps,
+            subject_strength=subject_strength,
+            face_strength=face_strength,
+            seed=-1 if seed is None else seed,  # -1: a random seed, picked when the job is submitted
+            scale=scale,
+            steps=steps,
             upscale=upscale,
         )
         await start_job(interaction, Command.CHARACTER, params)

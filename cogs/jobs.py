@@ -8,7 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs._buttons import ApprovalButton, JobButton
+from cogs._approval import ApprovalButton
+from cogs._buttons import JobButton
 from cogs._guards import require_guild
 from cogs._replies import language_of, reply, trim
 from core.i18n import t

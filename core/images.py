@@ -13,7 +13,6 @@ from yarl import URL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _CHUNK = 64 * 1024
 _FILENAME_STEM = "doubao"
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
@@ -71,7 +70,7 @@ async def download_image(
     session: aiohttp.ClientSession,
     url: str,
     *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int,
     timeout: float = 60.0,  # noqa: ASYNC109 - becomes aiohttp's ClientTimeout, per attempt
 ) -> DownloadedImage:
     """GET an image, refusing anything that is not an image or is larger than `max_bytes`.

@@ -72,7 +72,9 @@ class Job:
     language: str
     reply: ReplyTarget
     state: JobState = JobState.QUEUED
-    error: str | None = None
+    # Why it failed or was cancelled, as a catalogue key (error.interrupted, status.cancelled, approval.rejected...);
+    # stored in the `error` column.
+    outcome_key: str | None = None
     note: str | None = None
     result_message_id: int | None = None
     approval_message_id: int | None = None
@@ -100,7 +102,7 @@ class Job:
                 upload_limit=row.upload_limit,
             ),
             state=JobState(row.state),
-            error=row.error,
+            outcome_key=row.error,
             note=row.note,
             result_message_id=row.result_message_id,
             approval_message_id=row.approval_message_id,
@@ -121,7 +123,7 @@ class Job:
             params=params_to_dict(self.params),
             language=self.language,
             state=self.state.value,
-            error=self.error,
+            error=self.outcome_key,
             note=self.note,
             application_id=self.reply.application_id,
             interaction_token=self.reply.token,
@@ -161,7 +163,7 @@ class JobEvents(Protocol):
         ...
 
     async def finished(self, job: Job) -> None:
-        """Tells the requester that the job failed or was cancelled (job.error says why), not counted."""
+        """Tells the requester that the job failed or was cancelled (job.outcome_key says why), not counted."""
 
     async def posted_result(self, job: Job) -> int | None:
         """After a crash while delivering: the id of the message that already shows the image, if any."""

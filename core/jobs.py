@@ -421,7 +421,7 @@ class JobService:
         log.info("job %s %s%s (settled now: %s)", job.id, state, f" ({error})" if error else "", settled)
         if not settled:
             return False
-        job.state, job.error, job.note, job.result_message_id = state, error, note, result_message_id
+        job.state, job.outcome_key, job.note, job.result_message_id = state, error, note, result_message_id
         if isinstance(job.params, CharacterParams):
             await self._forget_reference(job)
         if state is not JobState.DONE:

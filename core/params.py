@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 import unicodedata
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 from core.config import ApiExtras, Watermark
 from core.errors import InvalidInput
@@ -37,9 +38,12 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
 }
 DEFAULT_SIZE = "1:1"
 
-MODELS = ("general_v2.1_L", "general_v2.0_L", "general_v2.0")
-DEFAULT_MODEL = "general_v2.1_L"
-STYLES = {"standard": "general_v20_9B_rephraser", "aesthetic": "general_v20_9B_pe"}
+# The model versions and rendering styles offered; as Literal types, the command options get them as choices.
+Model = Literal["general_v2.1_L", "general_v2.0_L", "general_v2.0"]
+MODELS: tuple[Model, ...] = get_args(Model)
+DEFAULT_MODEL: Model = "general_v2.1_L"
+Style = Literal["standard", "aesthetic"]
+STYLES: dict[Style, str] = {"standard": "general_v20_9B_rephraser", "aesthetic": "general_v20_9B_pe"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,8 @@ class DrawParams:
     prompt: str
     width: int = 768
     height: int = 768
-    model_version: str = DEFAULT_MODEL
-    style: str | None = None  # a key of STYLES
+    model_version: Model = DEFAULT_MODEL
+    style: Style | None = None  # None: the API's default rendering
     seed: int = -1
     scale: float = 3.5
     steps: int = 25
@@ -173,7 +177,7 @@ def check_range(option: str, value: float | None, low: float, high: float) -> No
         raise InvalidInput("error.out_of_range", option=option, low=low, high=high)
 
 
-def check_choice(option: str, value: str | None, allowed: tuple[str, ...] | dict[str, str]) -> None:
+def check_choice(option: str, value: str | None, allowed: Collection[str]) -> None:
     if value is not None and value not in allowed:
         raise InvalidInput("error.bad_choice", option=option)
 

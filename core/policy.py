@@ -127,13 +127,13 @@ class PolicyService:
             await self._store.save_guild_settings(guild_id, policy.to_dict())
         return policy
 
-    async def admit(
-        self, requester: Requester, params: Params, *, last_request_at: datetime | None, now: datetime
-    ) -> Admission:
-        """Reads the server's policy and the requester's ban, then `decide`s."""
-        policy = await self.get(requester.guild_id)
-        banned = await self._store.get_ban(requester.guild_id, requester.user_id) is not None
-        return decide(policy, requester, params, banned=banned, last_request_at=last_request_at, now=now)
+    async def ban(self, *, guild_id: int, user_id: int, reason: str | None, banned_by: int) -> None:
+        """Stops the member from generating in the guild (a ban already there is replaced)."""
+        await self._store.ban(guild_id=guild_id, user_id=user_id, reason=reason, banned_by=banned_by)
+
+    async def unban(self, *, guild_id: int, user_id: int) -> bool:
+        """Lifts the member's ban; False when they were not banned."""
+        return await self._store.unban(guild_id=guild_id, user_id=user_id)
 
 
 def decide(

@@ -96,12 +96,27 @@ class QuotaService:
         record = await self._store.member_record(guild_id=guild_id, user_id=user_id, window=self.window().key)
         return self.status_from(record, GuildPolicy.from_settings(record.guild_settings), role_ids=role_ids)
 
-    async def check(self, *, guild_id: int, user_id: int, role_ids: frozenset[int] = frozenset()) -> QuotaStatus:
-        """Raises QuotaExhausted when nothing is left; a cheap early answer, the reservation still decides."""
-        status = await self.status(guild_id=guild_id, user_id=user_id, role_ids=role_ids)
-        if status.remaining == 0:
-            raise exhausted(status.limit, status.resets_at)
-        return status
+    # -- what admins change ---------------------------------------------------------------------
+
+    async def set_personal_limit(self, *, guild_id: int, user_id: int, limit: int | None) -> None:
+        """Sets (or, with None, removes) a member's personal daily limit, which comes before their roles'."""
+        await self._store.set_user_limit(guild_id, user_id, limit)
+
+    async def grant(self, *, guild_id: int, user_id: int, amount: int, granted_by: int) -> None:
+        """Extra generations for the member, for the current window only."""
+        await self._store.add_quota_grant(
+            guild_id=guild_id, user_id=user_id, window=self.window().key, amount=amount, granted_by=granted_by
+        )
+
+    async def reset(self, *, guild_id: int, user_id: int, reset_by: int) -> int:
+        """Gives the member back what they used in the current window; returns how much that was.
+
+        A grant equal to the window's use: the ledger keeps every charge, and the member starts the day afresh.
+        """
+        status = await self.status(guild_id=guild_id, user_id=user_id)
+        if status.used:
+            await self.grant(guild_id=guild_id, user_id=user_id, amount=status.used, granted_by=reset_by)
+        return status.used
 
 
 def exhausted(limit: int, resets_at: datetime) -> QuotaExhausted:

@@ -186,25 +186,12 @@ class Store(Protocol):
         """The user's newest jobs in the guild, newest first."""
         ...
 
-    async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
-        """When the user last asked for a generation in the guild (ISO 8601), from the usage rows, which
-        /forget-me keeps for the current day."""
-        ...
-
     async def member_record(self, *, guild_id: int, user_id: int, window: str) -> MemberRecord:
         """The guild's settings and the member's ban, limit, grants, usage in `window` and last request."""
         ...
 
     async def used_quota(self, *, guild_id: int, user_id: int, window: str) -> int:
         """Generations reserved or committed by the user in `window`."""
-        ...
-
-    async def ledger_totals(self) -> dict[str, int]:
-        """How many ledger rows are reserved, committed and refunded."""
-        ...
-
-    async def job_counts(self) -> dict[str, int]:
-        """How many jobs are in each state."""
         ...
 
     async def expired_pending_jobs(self, now: str) -> list[JobRow]:
@@ -217,8 +204,6 @@ class Store(Protocol):
 
     async def save_guild_settings(self, guild_id: int, settings: dict[str, Any]) -> None: ...
 
-    async def get_user_limit(self, guild_id: int, user_id: int) -> int | None: ...
-
     async def set_user_limit(self, guild_id: int, user_id: int, limit: int | None) -> None:
         """Sets (or, with None, removes) a member's personal daily limit."""
         ...
@@ -227,13 +212,9 @@ class Store(Protocol):
         """One-off extra generations for the user in `window`."""
         ...
 
-    async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int: ...
-
     async def ban(self, *, guild_id: int, user_id: int, reason: str | None, banned_by: int) -> None: ...
 
     async def unban(self, *, guild_id: int, user_id: int) -> bool: ...
-
-    async def get_ban(self, guild_id: int, user_id: int) -> BanRow | None: ...
 
     async def forget_user(self, user_id: int, *, guild_id: int | None, keep_window: str) -> int:
         """Deletes the user's finished jobs and their usage rows outside `keep_window` (in one guild, or all
@@ -247,3 +228,28 @@ class Store(Protocol):
     async def set_meta(self, key: str, value: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class StoreInspection(Protocol):
+    """Queries that only the tests (and the benchmark) make, to look at what the bot stored. Both stores implement
+    them, in their usual place in the method order; they are kept off `Store` so that the bot's code, typed
+    against `Store`, cannot come to depend on them."""
+
+    async def ledger_totals(self) -> dict[str, int]:
+        """How many ledger rows are reserved, committed and refunded."""
+        ...
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        ...
+
+    async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:
+        """When the user last asked for a generation in the guild (ISO 8601), from the usage rows, which
+        /forget-me keeps for the current day (the bot reads it with `member_record`)."""
+        ...
+
+    async def get_user_limit(self, guild_id: int, user_id: int) -> int | None: ...
+
+    async def granted_quota(self, *, guild_id: int, user_id: int, window: str) -> int: ...
+
+    async def get_ban(self, guild_id: int, user_id: int) -> BanRow | None: ...

@@ -105,3 +105,13 @@ def later():
         "aiosqlite",
         "sqlite3",
     }
+
+
+def test_cogs_call_the_services_not_the_store() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "cogs").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "store"
+    ]
+    assert not found, "cogs reach the store through PolicyService, QuotaService and JobService:\n" + "\n".join(found)

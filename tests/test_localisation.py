@@ -10,18 +10,20 @@ import pytest
 from discord import app_commands
 
 import bot as bot_module
+from cogs._approval import APPROVAL_STYLES
+from cogs._buttons import ACTIONS
 from cogs._translator import command_catalogue, command_key
 from core.config import load_settings
 from core.i18n import LANGUAGES, catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*ROOT.glob("cogs/*.py"), *ROOT.glob("core/*.py"), ROOT / "bot.py"])
+SOURCES = sorted([*ROOT.glob("cogs/**/*.py"), *ROOT.glob("core/*.py"), ROOT / "bot.py"])
 KEY = re.compile(
     r"^(error|settings|status|approval|modlog|quota|privacy|modal|button|state|details|history|result)\.[a-z0-9_.]+$"
 )
 # Keys built at run time from a known set of values.
 DYNAMIC_KEYS = {
-    "button.{}": ["cancel", "reroll", "vary", "ref", "details", "delete", "approve", "reject"],
+    "button.{}": [*ACTIONS, *APPROVAL_STYLES],
     "state.{}": ["pending", "queued", "running", "delivering", "done", "failed", "cancelled"],
     "quota.source_{}": ["default", "server", "role", "user"],
     "approval.marked_{}": ["approved", "rejected", "expired"],

@@ -127,7 +127,7 @@ async def test_volcengine_urls_and_request(fake: FakeDoubao, make_client: MakeCl
     assert request.json == DRAW
     assert request.headers["Authorization"] == f"Bearer {API_KEY}"
     assert fake.rejections == []
-    downloaded = await download_image(session, image.url or "")
+    downloaded = await download_image(session, image.url or "", max_bytes=1024 * 1024)
     assert downloaded.data == fake.image_bytes("fox")
 
 

@@ -22,6 +22,7 @@ from core.images import (
 from tests.fakes.doubao_server import FakeDoubao, make_png
 
 MIB = 1024 * 1024
+CAP = 20 * MIB  # the size cap where a test does not try it
 SECRET_QUERY = "X-Tos-Signature=very-secret-signature&X-Tos-Expires=60"
 
 
@@ -37,9 +38,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-async def expect_download_error(session: aiohttp.ClientSession, url: str, **kwargs: int) -> str:
+async def expect_download_error(session: aiohttp.ClientSession, url: str, *, max_bytes: int = CAP) -> str:
     with pytest.raises(ImageDownloadError) as info:
-        await download_image(session, url, **kwargs)
+        await download_image(session, url, max_bytes=max_bytes)
     message = str(info.value)
     assert "very-secret-signature" not in message
     assert "?" not in message
@@ -59,7 +60,7 @@ def noisy_png(size: tuple[int, int], mode: str = "RGB") -> bytes:
 async def test_download_returns_the_exact_bytes(fake: FakeDoubao, session: aiohttp.ClientSession) -> None:
     url = fake.image_url("default", query=SECRET_QUERY)
 
-    image = await download_image(session, url)
+    image = await download_image(session, url, max_bytes=CAP)
 
     assert image == DownloadedImage(data=fake.image_bytes("default"), content_type="image/png", filename="doubao.png")
     assert fake.downloads == ["default"]
@@ -70,7 +71,7 @@ async def test_download_sniffs_octet_stream(fake: FakeDoubao, session: aiohttp.C
     Image.new("RGB", (32, 32), "blue").save(jpeg, format="JPEG")
     url = fake.serve_file("blob", jpeg.getvalue(), content_type="application/octet-stream")
 
-    image = await download_image(session, url)
+    image = await download_image(session, url, max_bytes=CAP)
 
     assert image.content_type == "image/jpeg"
     assert image.filename == "doubao.jpg"
@@ -81,7 +82,7 @@ async def test_download_trusts_magic_bytes_over_declared_image_type(
 ) -> None:
     url = fake.serve_file("mislabelled", make_png(3), content_type="image/jpeg")
 
-    image = await download_image(session, url)
+    image = await download_image(session, url, max_bytes=CAP)
 
     assert image.content_type == "image/png"
 
@@ -148,7 +149,7 @@ async def test_download_retries_once_on_dropped_connections(
 ) -> None:
     url = fake.serve_file("flaky", make_png(5), drop_first=2)
 
-    image = await download_image(session, url)
+    image = await download_image(session, url, max_bytes=CAP)
 
     assert image.data == fake.image_bytes("flaky")
     assert download_retries(caplog) == 1

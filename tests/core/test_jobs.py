@@ -68,7 +68,7 @@ class RecordedEvents:
         self.decisions.append((job.id, decision, moderator_id))
 
     def errors(self) -> list[str | None]:
-        return [job.error for job in self.told]
+        return [job.outcome_key for job in self.told]
 
 
 @pytest.fixture
@@ -316,7 +316,7 @@ async def test_cancel_a_queued_job_refunds_it_but_not_a_running_one(start_servic
     assert await service.cancel(waiting.id)
     assert not await service.cancel(waiting.id)
     await service.wait_idle()
-    assert [job.error for job in events.told] == ["status.cancelled"]
+    assert [job.outcome_key for job in events.told] == ["status.cancelled"]
     assert [request.json["prompt"] for request in api.requests] == ["running"]
     assert await store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
 
@@ -453,7 +453,7 @@ async def test_rejected_job_is_refunded_with_the_reason(service, api, store, eve
     rejected = await service.reject(job.id, moderator_id=7, reason="not here")
     assert rejected is not None
     assert await service.reject(job.id, moderator_id=7, reason="again") is None
-    assert [(told.error, told.note) for told in events.told] == [("approval.rejected", "not here")]
+    assert [(told.outcome_key, told.note) for told in events.told] == [("approval.rejected", "not here")]
     assert events.decisions == [(job.id, "rejected", 7)]
     assert api.requests == []
     row = await store.get_job(job.id)
@@ -465,7 +465,7 @@ async def test_pending_jobs_expire_with_a_refund(service, store, events) -> None
     stale = await service.submit(needing_approval(minutes=-1))
     fresh = await service.submit(needing_approval(user=USER + 1))
     assert await service.expire_pending() == 1
-    assert [told.id for told in events.told] == [stale.id] and events.told[0].error == "approval.expired"
+    assert [told.id for told in events.told] == [stale.id] and events.told[0].outcome_key == "approval.expired"
     assert (await store.get_job(fresh.id)).state == "pending"
     assert await service.expire_pending() == 0
 

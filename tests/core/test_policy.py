@@ -12,9 +12,10 @@ import pytest
 from core.blocklist import BlockEntry
 from core.config import Watermark
 from core.params import CharacterParams, DrawParams
-from core.policy import ApprovalMode, GuildPolicy, PolicyRefusal, PolicyService, Requester
+from core.policy import ApprovalMode, GuildPolicy, PolicyRefusal, PolicyService, Requester, decide
 from core.quota import QuotaService
 from storage import Store, open_store
+from tests.storage.helpers import reserve
 
 GUILD, CHANNEL, USER = 1, 2, 3
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -35,13 +36,19 @@ def who(*roles: int, channel: int = CHANNEL) -> Requester:
     return Requester(GUILD, channel, USER, frozenset(roles))
 
 
-async def admit(policy: PolicyService, params=None, requester: Requester | None = None, last=None):
-    return await policy.admit(requester or who(), params or DrawParams(prompt="a cat"), last_request_at=last, now=NOW)
+async def admit(policy: PolicyService, params=None, requester: Requester | None = None, last=None, banned=False):
+    """The server's policy as stored, applied to a request (the admission gate does the same)."""
+    requester = requester or who()
+    stored = await policy.get(requester.guild_id)
+    params = params or DrawParams(prompt="a cat")
+    return decide(stored, requester, params, banned=banned, last_request_at=last, now=NOW)
 
 
-async def refusal(policy: PolicyService, params=None, requester: Requester | None = None, last=None) -> PolicyRefusal:
+async def refusal(
+    policy: PolicyService, params=None, requester: Requester | None = None, last=None, banned=False
+) -> PolicyRefusal:
     with pytest.raises(PolicyRefusal) as caught:
-        await admit(policy, params, requester, last)
+        await admit(policy, params, requester, last, banned)
     return caught.value
 
 
@@ -74,10 +81,13 @@ async def test_changes_take_effect_at_once(policy: PolicyService) -> None:
 
 
 async def test_banned_member_is_refused(policy: PolicyService, store: Store) -> None:
+    async def banned() -> bool:
+        return (await store.member_record(guild_id=GUILD, user_id=USER, window="2026-11-21")).banned
+
     await store.ban(guild_id=GUILD, user_id=USER, reason="spam", banned_by=9)
-    assert (await refusal(policy)).key == "error.banned"
+    assert (await refusal(policy, banned=await banned())).key == "error.banned"
     assert await store.unban(guild_id=GUILD, user_id=USER)
-    await admit(policy)
+    await admit(policy, banned=await banned())
 
 
 async def test_channels_refusal_names_the_allowed_ones(policy: PolicyService) -> None:
@@ -162,3 +172,22 @@ async def test_quota_limit_sources(policy: PolicyService, store: Store) -> None:
     assert (limit.base, limit.granted, limit.total) == (2, 5, 7)
     await store.set_user_limit(GUILD, USER, None)
     assert (await quota.limit_for(guild_id=GUILD, user_id=USER)).source == "server"
+
+
+async def test_a_quota_reset_gives_back_todays_use_as_a_grant(store: Store) -> None:
+    quota = QuotaService(store, daily_limit=5, clock=lambda: NOW)
+    assert await quota.reset(guild_id=GUILD, user_id=USER, reset_by=9) == 0  # nothing used: nothing granted
+    assert await store.granted_quota(guild_id=GUILD, user_id=USER, window=quota.window().key) == 0
+    for n in range(3):
+        assert await reserve(store, f"job-{n}", user=USER, window=quota.window().key)
+    assert await quota.reset(guild_id=GUILD, user_id=USER, reset_by=9) == 3
+    status = await quota.status(guild_id=GUILD, user_id=USER)
+    assert (status.used, status.limit, status.remaining) == (3, 8, 5)  # every charge kept, the day afresh
+
+
+async def test_bans_go_through_the_policy_service(policy: PolicyService, store: Store) -> None:
+    await policy.ban(guild_id=GUILD, user_id=USER, reason="spam", banned_by=9)
+    ban = await store.get_ban(GUILD, USER)
+    assert ban is not None and (ban.reason, ban.banned_by) == ("spam", 9)
+    assert await policy.unban(guild_id=GUILD, user_id=USER)
+    assert not await policy.unban(guild_id=GUILD, user_id=USER)

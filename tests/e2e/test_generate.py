@@ -63,6 +63,19 @@ async def test_draw_options_reach_the_api(harness: BotHarness) -> None:
     assert sent["scale"] == 7.5 and sent["use_pre_llm"] is False and sent["use_sr"] is False
 
 
+async def test_omitted_options_reach_the_api_as_the_documented_defaults(harness: BotHarness) -> None:
+    await outcome(await harness.draw())
+    sent = harness.api.requests[-1].json
+    assert (sent["width"], sent["height"], sent["model_version"]) == (768, 768, "general_v2.1_L")
+    assert (sent["scale"], sent["ddim_steps"], sent["use_pre_llm"], sent["use_sr"]) == (3.5, 25, True, False)
+    assert "req_schedule_conf" not in sent  # no style: the API's own
+    reference = harness.discord.attachment("face.jpg", content_type="image/jpeg", width=512, height=512)
+    await outcome(await harness.discord.invoke("character", prompt="as an astronaut", reference=reference))
+    sent = harness.api.requests[-1].json
+    assert (sent["width"], sent["height"], sent["scale"], sent["ddim_steps"]) == (768, 768, 3.5, 9)
+    assert (sent["ref_ip_weight"], sent["ref_id_weight"], sent["use_sr"]) == (0.7, 0.36, False)
+
+
 async def test_character_sends_the_reference_and_posts_the_image(harness: BotHarness) -> None:
     reference = harness.discord.attachment("face.jpg", content_type="image/jpeg", width=512, height=512)
     record = await harness.discord.invoke(
@@ -91,6 +104,13 @@ async def test_synced_commands_carry_discords_own_constraints(harness: BotHarnes
         "3:2",
         "2:3",
     ]
+    assert [choice["value"] for choice in draw["model"]["choices"]] == [
+        "general_v2.1_L",
+        "general_v2.0_L",
+        "general_v2.0",
+    ]
+    assert [choice["value"] for choice in draw["style"]["choices"]] == ["standard", "aesthetic"]
+    assert not any(draw[name].get("required") for name in ("size", "model", "style", "seed", "scale", "steps"))
     assert (draw["scale"]["min_value"], draw["scale"]["max_value"]) == (1, 10)
     assert (draw["steps"]["min_value"], draw["steps"]["max_value"]) == (1, 50)
     character = {option["name"]: option for option in commands["character"]["options"]}

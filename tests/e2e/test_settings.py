@@ -6,6 +6,7 @@ from pathlib import Path
 
 import discord
 
+from core.policy import GuildPolicy
 from tests.e2e.harness import BotHarness, is_status, outcome, running_harness
 from tests.fakes.discord import FakeChannel, FakeMessage, FakeUser, InteractionRecord, RequestRecord
 from tests.fakes.doubao_server import FakeResponse
@@ -52,6 +53,28 @@ async def test_members_without_manage_server_cannot_change_settings(harness: Bot
     answer = await outcome(await harness.discord.invoke("settings features character", user=moderator, enabled=False))
     assert "Manage Server" in answer.content
     assert (await harness.bot.policy.get(harness.discord.guild.id)).character_enabled
+
+
+async def test_every_settings_subgroup_keeps_its_place_and_is_for_admins_only(harness: BotHarness) -> None:
+    settings = next(c for c in harness.discord.synced_commands() if c["name"] == "settings")
+    subcommands = {option["name"]: [sub["name"] for sub in option.get("options", [])] for option in settings["options"]}
+    assert list(subcommands) == ["channels", "quota", "features", "blocklist", "moderation", "show", "language"]
+    assert subcommands["moderation"] == ["ban", "unban", "log-channel", "approval", "trust", "untrust", "forget"]
+    harness.discord.open_command("settings")
+    alice = member(harness, "alice")
+    tries = {
+        "show": {},
+        "language": {"language": "zh-CN"},
+        "channels clear": {},
+        "quota cooldown": {"seconds": 60},
+        "features upscale": {"enabled": False},
+        "blocklist builtin": {"enabled": False},
+        "moderation forget": {"user_id": str(alice.id)},
+    }
+    for command, options in tries.items():
+        answer = await outcome(await harness.discord.invoke(f"settings {command}", user=alice, options=options))
+        assert answer.ephemeral and "Manage Server" in answer.content, command
+    assert await harness.bot.policy.get(harness.discord.guild.id) == GuildPolicy()
 
 
 async def test_channels_setting(harness: BotHarness) -> None:

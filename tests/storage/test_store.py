@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import Store, open_store
+from storage.base import StoreInspection
 from storage.postgres import PostgresStore
 from storage.sqlite import SQLiteStore
 from tests.storage.conftest import Backend, postgres_backend, sqlite_backend
@@ -19,8 +20,8 @@ from tests.storage.helpers import DAY, GUILD, OTHER_USER, USER, job, reserve
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_both_stores_have_every_method_of_the_protocol_in_the_same_order() -> None:
-    wanted = {name for name in vars(Store) if not name.startswith("_")}
+def test_both_stores_have_every_method_of_the_protocols_in_the_same_order() -> None:
+    wanted = {name for protocol in (Store, StoreInspection) for name in vars(protocol) if not name.startswith("_")}
     orders = [[name for name in vars(cls) if not name.startswith("_")] for cls in (SQLiteStore, PostgresStore)]
     for order in orders:
         assert wanted <= set(order), wanted - set(order)
