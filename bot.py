@@ -24,6 +24,7 @@ from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
 from core.job import JobLimits
 from core.jobs import JobService
+from core.metrics import Metrics
 from core.policy import PolicyService
 from core.quota import QuotaService
 from storage import Store, StoreUnavailable, open_store
@@ -46,7 +47,9 @@ class DoubaoBot(commands.Bot):
         quota: QuotaService,
         gate: AdmissionGate,
         jobs: JobService,
+        metrics: Metrics | None = None,
     ) -> None:
+        metrics = metrics or Metrics()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents(guilds=True),
@@ -60,6 +63,7 @@ class DoubaoBot(commands.Bot):
         self.quota = quota
         self.gate = gate
         self.jobs = jobs
+        self.metrics = metrics
         self.modlog = ModLog(self)
 
     async def setup_hook(self) -> None:
@@ -100,6 +104,7 @@ class DoubaoBot(commands.Bot):
 
 def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) -> DoubaoBot:
     """Wires the services together; the caller owns the session and the store."""
+    metrics = Metrics()
     client = DoubaoClient(
         session,
         api_key=settings.ai302_api_key.reveal(),
@@ -107,6 +112,7 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         timeout=settings.api_timeout,
         max_attempts=settings.api_max_attempts,
         backoff_base=settings.api_retry_backoff,
+        metrics=metrics,
     )
     policy = PolicyService(store)
     quota = QuotaService(store, daily_limit=settings.daily_quota)
@@ -123,9 +129,10 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
             shutdown_grace=settings.shutdown_grace,
             approval_sweep_interval=settings.approval_sweep_interval,
         ),
+        metrics=metrics,
     )
     gate = AdmissionGate(store, quota, jobs)
-    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, gate=gate, jobs=jobs)
+    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, gate=gate, jobs=jobs, metrics=metrics)
 
 
 async def run(settings: Settings) -> None:

@@ -1,0 +1,196 @@
+"""Metrics, for real: jobs run through JobService against the fake 302.ai on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from core import doubao
+from core.config import ApiExtras
+from core.doubao import DoubaoClient
+from core.job import JobLimits, JobState
+from core.jobs import JobService
+from core.metrics import API_ERROR_KINDS, Metrics
+from core.quota import QuotaService
+from storage import Store, open_store
+from tests.core.test_jobs import API_KEY, RecordedEvents, draw
+from tests.fakes.doubao_server import FakeDoubao, FakeResponse
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeDoubao]:
+    async with FakeDoubao(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(f"sqlite:///{tmp_path}/bot.sqlite3") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as opened:
+        yield opened
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def service(
+    api: FakeDoubao, store: Store, session: aiohttp.ClientSession, metrics: Metrics
+) -> AsyncIterator[JobService]:
+    """A job service wired as bot.py wires it: the client and the service share one Metrics."""
+    client = DoubaoClient(
+        session, api_key=API_KEY, base_url=api.base_url, timeout=0.5, max_attempts=2, backoff_base=0.01, metrics=metrics
+    )
+    service = JobService(
+        store=store,
+        quota=QuotaService(store, daily_limit=10),
+        client=client,
+        session=session,
+        extras=ApiExtras(),
+        limits=JobLimits(max_concurrent=1, max_per_user=5, shutdown_grace=1.0),
+        metrics=metrics,
+    )
+    await service.start(RecordedEvents())
+    try:
+        yield service
+    finally:
+        await service.shutdown()
+
+
+def hold(api: FakeDoubao) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds every API call until the second event is set; the first is set once a call is being held."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(payload: Any) -> FakeResponse:
+        started.set()
+        await release.wait()
+        return FakeResponse.success_urls()
+
+    api.default_response = held
+    return started, release
+
+
+async def state_of(service: JobService, job_id: str) -> JobState | None:
+    job = await service.load(job_id)
+    return None if job is None else job.state
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    found = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+# -- counted where it happens -------------------------------------------------------------------------
+
+
+def test_every_kind_of_api_error_has_a_series_from_the_start(metrics: Metrics) -> None:
+    def subclasses(cls: type[doubao.DoubaoError]) -> set[type[doubao.DoubaoError]]:
+        return {sub for direct in cls.__subclasses__() for sub in {direct} | subclasses(direct)}
+
+    assert set(API_ERROR_KINDS) == {cls.kind for cls in subclasses(doubao.DoubaoError)}
+    for kind in API_ERROR_KINDS:
+        assert metrics.registry.get_sample_value("doubao_api_errors_total", {"kind": kind}) == 0
+
+
+async def test_a_generated_image_observes_the_api_latency(service: JobService, metrics: Metrics) -> None:
+    job = await service.submit(draw())
+    await service.wait_idle()
+    assert await state_of(service, job.id) is JobState.DONE
+    assert value(metrics, "doubao_api_latency_seconds_count", endpoint="draw", outcome="ok") == 1
+    assert 0 < value(metrics, "doubao_api_latency_seconds_sum", endpoint="draw", outcome="ok") < 5
+    assert value(metrics, "doubao_api_latency_seconds_bucket", endpoint="draw", outcome="ok", le="120.0") == 1
+    assert value(metrics, "doubao_refunds_total", reason="error.content_rejected") == 0
+    assert sum(value(metrics, "doubao_api_errors_total", kind=kind) for kind in API_ERROR_KINDS) == 0
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "attempts", "reason"),
+    [
+        (FakeResponse.business_error(50411), "content_rejected", 1, "error.content_rejected"),
+        (FakeResponse.http_status(429), "rate_limited", 2, "error.service_busy"),
+        (FakeResponse.http_status(503), "service_unavailable", 2, "error.service_busy"),
+        (FakeResponse.hang(), "timeout", 2, "error.service_busy"),
+        (FakeResponse.gateway_error(-10004, "insufficient balance"), "account_error", 1, "error.bot_misconfigured"),
+        (FakeResponse.no_image(), "bad_response", 1, "error.bad_response"),
+    ],
+)
+async def test_an_api_error_is_classified_and_its_refund_counted(
+    service: JobService,
+    api: FakeDoubao,
+    metrics: Metrics,
+    response: FakeResponse,
+    kind: str,
+    attempts: int,
+    reason: str,
+) -> None:
+    api.default_response = response
+    await service.submit(draw())
+    await service.wait_idle()
+    assert value(metrics, "doubao_api_errors_total", kind=kind) == attempts  # every attempt, retries included
+    assert sum(value(metrics, "doubao_api_errors_total", kind=other) for other in API_ERROR_KINDS) == attempts
+    assert value(metrics, "doubao_api_latency_seconds_count", endpoint="draw", outcome="error") == attempts
+    assert value(metrics, "doubao_api_latency_seconds_count", endpoint="draw", outcome="ok") == 0
+    assert value(metrics, "doubao_refunds_total", reason=reason) == 1
+
+
+async def test_a_cancelled_job_counts_as_a_refund_once(service: JobService, api: FakeDoubao, metrics: Metrics) -> None:
+    started, release = hold(api)
+    running = await service.submit(draw("first"))
+    await started.wait()  # holding the one API slot: the second waits in the queue
+    queued = await service.submit(draw("second"))
+    assert await service.cancel(queued.id)
+    assert not await service.cancel(queued.id)  # settled once, counted once
+    release.set()
+    await service.wait_idle()
+    assert await state_of(service, running.id) is JobState.DONE
+    assert value(metrics, "doubao_refunds_total", reason="status.cancelled") == 1
+    assert value(metrics, "doubao_api_latency_seconds_count", endpoint="draw", outcome="ok") == 1
+
+
+async def test_a_cancelled_api_call_is_neither_a_latency_nor_an_error(metrics: Metrics) -> None:
+    with contextlib.suppress(asyncio.CancelledError), metrics.api_call("draw"):
+        raise asyncio.CancelledError
+    assert sum(value(metrics, "doubao_api_errors_total", kind=kind) for kind in API_ERROR_KINDS) == 0
+    assert value(metrics, "doubao_api_latency_seconds_count", endpoint="draw", outcome="error") == 0
+
+
+async def test_jobs_by_state_are_read_from_the_store_when_asked(
+    service: JobService, store: Store, metrics: Metrics
+) -> None:
+    assert metrics.registry.get_sample_value("doubao_queue_depth") is None  # nothing read yet: nothing shown
+    for n in range(2):
+        await service.submit(draw(f"cat {n}"))
+    await service.wait_idle()
+    assert await metrics.read_store(store)
+    assert value(metrics, "doubao_jobs", state="done") == 2
+    assert metrics.registry.get_sample_value("doubao_jobs", {"state": "failed"}) == 0
+    assert metrics.registry.get_sample_value("doubao_queue_depth") == 0
+
+
+async def test_job_counts_are_left_out_when_the_store_fails(metrics: Metrics, tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/other.sqlite3") as other:
+        assert await metrics.read_store(other)
+    assert metrics.registry.get_sample_value("doubao_queue_depth") == 0
+    assert not await metrics.read_store(other)  # closed now
+    assert metrics.registry.get_sample_value("doubao_queue_depth") is None
+    assert metrics.registry.get_sample_value("doubao_jobs", {"state": "done"}) is None
+
+
+def test_metrics_objects_do_not_share_counts() -> None:
+    first, second = Metrics(), Metrics()
+    first.refunded("error.interrupted")
+    assert value(first, "doubao_refunds_total", reason="error.interrupted") == 1
+    assert value(second, "doubao_refunds_total", reason="error.interrupted") == 0
