@@ -56,6 +56,7 @@ class DoubaoBot(commands.Bot):
             tree_cls=BotTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=metrics.discord_trace(),  # counts Discord's 429s (REST and interaction webhooks)
         )
         self.settings = settings
         self.store = store

@@ -12,6 +12,7 @@ whole bot's, the same in every process sharing a database (take their max, not t
 | doubao_api_latency_seconds               | histogram | endpoint, outcome   | one call to 302.ai (each attempt)      |
 | doubao_api_errors_total                  | counter   | kind                | failed calls to 302.ai (each attempt)  |
 | doubao_refunds_total                     | counter   | reason              | jobs ended without an image, refunded  |
+| doubao_discord_rate_limits_total         | counter   | scope               | HTTP 429 answers from Discord          |
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from types import SimpleNamespace
 
+import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -42,11 +45,13 @@ API_ERROR_KINDS = (
 # A generation usually takes 10-30 s; calls are cut at API_TIMEOUT_SECONDS (120 s by default). Fast answers are
 # refusals and errors.
 LATENCY_BUCKETS = (0.5, 1, 2.5, 5, 7.5, 10, 15, 20, 25, 30, 45, 60, 90, 120, 180)
+# Discord's X-RateLimit-Scope; a 429 without it (Cloudflare) or with another value counts as "unknown".
+RATE_LIMIT_SCOPES = ("user", "global", "shared")
 STORE_TIMEOUT = 5.0  # seconds a scrape waits for the job counts
 
 
 class Metrics:
-    """The bot's metrics. Pass one to DoubaoClient and JobService."""
+    """The bot's metrics. Pass one to DoubaoClient, JobService and the Discord client (`discord_trace()`)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -69,8 +74,16 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.discord_rate_limits = Counter(
+            "doubao_discord_rate_limits",
+            "HTTP 429 answers from Discord (REST and interaction webhooks), by X-RateLimit-Scope.",
+            ["scope"],
+            registry=self.registry,
+        )
         for kind in API_ERROR_KINDS:
             self.api_errors.labels(kind=kind)
+        for scope in (*RATE_LIMIT_SCOPES, "unknown"):
+            self.discord_rate_limits.labels(scope=scope)
         self._jobs = _JobCounts()
         self.registry.register(self._jobs)
         ProcessCollector(registry=self.registry)  # process_* (memory, CPU, open files), on Linux
@@ -90,6 +103,24 @@ class Metrics:
 
     def refunded(self, reason: str | None) -> None:
         self.refunds.labels(reason=reason or "unknown").inc()
+
+    def discord_rate_limited(self, scope: str | None) -> None:
+        scope = (scope or "").lower()
+        self.discord_rate_limits.labels(scope=scope if scope in RATE_LIMIT_SCOPES else "unknown").inc()
+
+    def discord_trace(self) -> aiohttp.TraceConfig:
+        """Counts Discord's 429s, for discord.py's `http_trace` option: its HTTP session carries the REST calls and
+        the interaction webhooks alike, and the trace sees every answer whatever is logged or retried."""
+
+        async def on_request_end(
+            session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+        ) -> None:
+            if params.response.status == 429:
+                self.discord_rate_limited(params.response.headers.get("X-RateLimit-Scope"))
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(on_request_end)
+        return trace
 
     async def read_store(self, store: Store) -> bool:
         """Reads the job counts for the next scrape; on failure they are left out of it (not shown stale)."""

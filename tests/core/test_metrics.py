@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from core import doubao
 from core.config import ApiExtras
@@ -194,3 +195,30 @@ def test_metrics_objects_do_not_share_counts() -> None:
     first.refunded("error.interrupted")
     assert value(first, "doubao_refunds_total", reason="error.interrupted") == 1
     assert value(second, "doubao_refunds_total", reason="error.interrupted") == 0
+
+
+async def test_the_discord_trace_counts_429_answers_by_scope(metrics: Metrics) -> None:
+    """The trace given to discord.py's http_trace, on a session of its own against a small local server."""
+
+    async def answer(request: web.Request) -> web.Response:
+        scope = request.query.get("scope")
+        status = int(request.query.get("status", "200"))
+        return web.Response(status=status, headers={"X-RateLimit-Scope": scope} if scope else {})
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        async with aiohttp.ClientSession(trace_configs=[metrics.discord_trace()]) as session:
+            for query in ("status=429&scope=user", "status=429&scope=shared", "status=429", "status=200&scope=user"):
+                async with session.get(base + "?" + query) as response:
+                    await response.read()
+    finally:
+        await runner.cleanup()
+    assert value(metrics, "doubao_discord_rate_limits_total", scope="user") == 1
+    assert value(metrics, "doubao_discord_rate_limits_total", scope="shared") == 1
+    assert value(metrics, "doubao_discord_rate_limits_total", scope="unknown") == 1  # e.g. Cloudflare's, no scope
+    assert value(metrics, "doubao_discord_rate_limits_total", scope="global") == 0
