@@ -25,6 +25,7 @@ from core.doubao import DoubaoClient
 from core.job import JobLimits
 from core.jobs import JobService
 from core.metrics import Metrics
+from core.ops_server import OpsServerError, ops_server
 from core.policy import PolicyService
 from core.quota import QuotaService
 from storage import Store, StoreUnavailable, open_store
@@ -141,6 +142,7 @@ async def run(settings: Settings) -> None:
         aiohttp.ClientSession() as session,
         open_store(settings.database_url.reveal(), pool_size=settings.database_pool_size) as store,
         build_bot(settings, session, store) as bot,
+        ops_server(settings, metrics=bot.metrics, store=store, ready=lambda: bot.is_ready() and not bot.is_closed()),
     ):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -176,6 +178,9 @@ def main() -> int:
         return 1
     except StoreUnavailable as error:
         log.error("%s: check DATABASE_URL", error)
+        return 1
+    except OpsServerError as error:
+        log.error("/metrics: %s: check METRICS_PORT and METRICS_HOST", error)
         return 1
     return 0
 

@@ -1,4 +1,4 @@
-"""What the bot measures, in Prometheus terms.
+"""What the bot measures, in Prometheus terms; `core/ops_server.py` serves it at `/metrics`.
 
 Every `Metrics` has a registry of its own (never prometheus_client's global one), so tests and several bots in one
 process each count on their own. Counters and the latency histogram are this process's; a Prometheus server sums

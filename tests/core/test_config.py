@@ -160,3 +160,16 @@ def test_a_malformed_database_url_is_named_without_its_password(url: str) -> Non
         load_settings(REQUIRED | {"DATABASE_URL": url})
     assert "db-password-value" not in str(caught.value)
     assert "bot:***@db.example" in str(caught.value)
+
+
+def test_the_metrics_server_is_off_unless_a_port_is_set() -> None:
+    settings = load_settings(REQUIRED)
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+    settings = load_settings(REQUIRED | {"METRICS_PORT": "9108", "METRICS_HOST": "0.0.0.0"})
+    assert (settings.metrics_port, settings.metrics_host) == (9108, "0.0.0.0")
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "metrics"])
+def test_a_malformed_metrics_port_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^METRICS_PORT is malformed"):
+        load_settings(REQUIRED | {"METRICS_PORT": value})

@@ -1,23 +1,27 @@
-"""Metrics, for real: jobs run through JobService against the fake 302.ai on a real SQLite store."""
+"""Metrics and the operations server, for real: jobs run through JobService against the fake 302.ai on a real
+SQLite store, and /healthz and /metrics are fetched over HTTP and parsed as Prometheus parses them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from core import doubao
-from core.config import ApiExtras
+from core.config import ApiExtras, load_settings
 from core.doubao import DoubaoClient
 from core.job import JobLimits, JobState
 from core.jobs import JobService
 from core.metrics import API_ERROR_KINDS, Metrics
+from core.ops_server import OpsServer, OpsServerError, ops_server
 from core.quota import QuotaService
 from storage import Store, open_store
 from tests.core.test_jobs import API_KEY, RecordedEvents, draw
@@ -222,3 +226,127 @@ async def test_the_discord_trace_counts_429_answers_by_scope(metrics: Metrics) -
     assert value(metrics, "doubao_discord_rate_limits_total", scope="shared") == 1
     assert value(metrics, "doubao_discord_rate_limits_total", scope="unknown") == 1  # e.g. Cloudflare's, no scope
     assert value(metrics, "doubao_discord_rate_limits_total", scope="global") == 0
+
+
+# -- the operations server ----------------------------------------------------------------------------
+
+Fetch = Callable[..., Awaitable[tuple[int, str]]]
+
+
+@pytest.fixture
+async def serve(
+    store: Store, metrics: Metrics, session: aiohttp.ClientSession
+) -> AsyncIterator[Callable[..., Awaitable[Fetch]]]:
+    """Starts an OpsServer on a free port of 127.0.0.1; returns a GET on it: (status, body), or (status, content
+    type) with `content_type=True`."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(ready: Callable[[], bool] = lambda: True, on: Store | None = None) -> Fetch:
+            server = OpsServer(metrics=metrics, store=on or store, ready=ready, port=0)
+            await stack.enter_async_context(server)
+
+            async def fetch(path: str, *, accept: str = "*/*", content_type: bool = False) -> tuple[int, str]:
+                url = f"http://127.0.0.1:{server.port}{path}"
+                async with session.get(url, headers={"Accept": accept}) as response:
+                    return response.status, response.content_type if content_type else await response.text()
+
+            return fetch
+
+        yield start
+
+
+def families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    found = [
+        s.value for family in families(text).values() for s in family.samples if s.name == name and s.labels == labels
+    ]
+    assert len(found) == 1, (name, labels, text)
+    return found[0]
+
+
+async def test_healthz_is_ok_when_connected_and_the_store_answers(serve) -> None:
+    fetch = await serve()
+    status, body = await fetch("/healthz")
+    assert status == 200
+    assert body == '{"status": "ok", "discord": true, "store": true}'
+
+
+async def test_healthz_is_503_until_connected(serve) -> None:
+    connected = False
+    fetch = await serve(ready=lambda: connected)
+    assert await fetch("/healthz") == (503, '{"status": "unavailable", "discord": false, "store": true}')
+    connected = True
+    assert (await fetch("/healthz"))[0] == 200
+
+
+async def test_healthz_is_503_when_the_store_does_not_answer(serve, tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/closed.sqlite3") as closed:
+        pass  # closed on leaving
+    fetch = await serve(on=closed)
+    assert await fetch("/healthz") == (503, '{"status": "unavailable", "discord": true, "store": false}')
+    status, body = await fetch("/metrics")  # the process's own counters are still served, without job counts
+    assert status == 200
+    assert "doubao_api_errors_total" in body and "doubao_jobs{" not in body and "doubao_queue_depth " not in body
+
+
+async def test_metrics_show_jobs_by_state_and_the_queue_read_at_scrape_time(
+    serve, service: JobService, api: FakeDoubao
+) -> None:
+    started, release = hold(api)
+    fetch = await serve()
+    for n in range(3):  # one runs (one API slot), two wait
+        await service.submit(draw(f"cat {n}"))
+    await started.wait()
+    status, text = await fetch("/metrics")
+    assert status == 200
+    assert sample(text, "doubao_queue_depth") == 2
+    assert sample(text, "doubao_jobs", state="queued") == 2
+    assert sample(text, "doubao_jobs", state="running") == 1
+    assert sample(text, "doubao_jobs", state="done") == 0
+
+    release.set()
+    await service.wait_idle()
+    status, text = await fetch("/metrics")
+    assert sample(text, "doubao_queue_depth") == 0
+    assert sample(text, "doubao_jobs", state="done") == 3
+    assert sample(text, "doubao_api_latency_seconds_count", endpoint="draw", outcome="ok") == 3
+    kinds = families(text)
+    assert kinds["doubao_api_latency_seconds"].type == "histogram"
+    assert kinds["doubao_api_errors"].type == "counter"
+    assert kinds["doubao_refunds"].type == "counter"
+    assert kinds["doubao_discord_rate_limits"].type == "counter"
+    assert kinds["doubao_jobs"].type == "gauge" and kinds["doubao_queue_depth"].type == "gauge"
+
+
+async def test_metrics_speak_openmetrics_to_a_scraper_that_asks(serve) -> None:
+    fetch = await serve()
+    assert await fetch("/metrics", content_type=True) == (200, "text/plain")
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    assert await fetch("/metrics", accept=openmetrics, content_type=True) == (200, "application/openmetrics-text")
+    _, body = await fetch("/metrics", accept=openmetrics)
+    assert body.endswith("# EOF\n") and "doubao_api_errors_total" in body
+
+
+async def test_other_paths_are_not_found(serve) -> None:
+    fetch = await serve()
+    assert (await fetch("/"))[0] == 404
+
+
+async def test_a_port_in_use_is_one_clear_error(store: Store, metrics: Metrics) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = OpsServer(metrics=metrics, store=store, ready=lambda: True, port=port)
+        with pytest.raises(OpsServerError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await server.start()
+
+
+async def test_no_port_no_server(store: Store, metrics: Metrics) -> None:
+    settings = load_settings({"DISCORD_TOKEN": "t", "AI302_API_KEY": "k"})
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+    async with ops_server(settings, metrics=metrics, store=store, ready=lambda: True) as server:
+        assert server is None
