@@ -25,6 +25,8 @@ from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
 from core.job import JobLimits
 from core.jobs import JobService
+from core.metrics import Metrics
+from core.ops_server import OpsServerError, ops_server
 from core.policy import PolicyService
 from core.quota import QuotaService
 from storage import Store, StoreUnavailable, open_store
@@ -50,7 +52,9 @@ class DoubaoBot(commands.AutoShardedBot):
         quota: QuotaService,
         gate: AdmissionGate,
         jobs: JobService,
+        metrics: Metrics | None = None,
     ) -> None:
+        metrics = metrics or Metrics()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents(guilds=True),
@@ -58,6 +62,7 @@ class DoubaoBot(commands.AutoShardedBot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
             **_shard_options(settings),
+            http_trace=metrics.discord_trace(),  # counts Discord's 429s (REST and interaction webhooks)
         )
         self.settings = settings
         self.store = store
@@ -65,6 +70,7 @@ class DoubaoBot(commands.AutoShardedBot):
         self.quota = quota
         self.gate = gate
         self.jobs = jobs
+        self.metrics = metrics
         self.modlog = ModLog(self)
 
     async def setup_hook(self) -> None:
@@ -121,6 +127,7 @@ def _shard_options(settings: Settings) -> dict[str, Any]:
 
 def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) -> DoubaoBot:
     """Wires the services together; the caller owns the session and the store."""
+    metrics = Metrics()
     client = DoubaoClient(
         session,
         api_key=settings.ai302_api_key.reveal(),
@@ -128,6 +135,7 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
         timeout=settings.api_timeout,
         max_attempts=settings.api_max_attempts,
         backoff_base=settings.api_retry_backoff,
+        metrics=metrics,
     )
     policy = PolicyService(store)
     quota = QuotaService(store, daily_limit=settings.daily_quota)
@@ -146,9 +154,10 @@ def build_bot(settings: Settings, session: aiohttp.ClientSession, store: Store) 
             approval_sweep_interval=settings.approval_sweep_interval,
             lease_seconds=settings.lease_seconds,
         ),
+        metrics=metrics,
     )
     gate = AdmissionGate(store, quota, jobs)
-    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, gate=gate, jobs=jobs)
+    return DoubaoBot(settings=settings, store=store, policy=policy, quota=quota, gate=gate, jobs=jobs, metrics=metrics)
 
 
 async def run(settings: Settings) -> None:
@@ -156,6 +165,7 @@ async def run(settings: Settings) -> None:
         aiohttp.ClientSession() as session,
         open_store(settings.database_url.reveal(), pool_size=settings.database_pool_size) as store,
         build_bot(settings, session, store) as bot,
+        ops_server(settings, metrics=bot.metrics, store=store, ready=lambda: bot.is_ready() and not bot.is_closed()),
     ):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -202,6 +212,9 @@ def main() -> int:
         return 1
     except StoreUnavailable as error:
         log.error("%s: check DATABASE_URL", error)
+        return 1
+    except OpsServerError as error:
+        log.error("/metrics: %s: check METRICS_PORT and METRICS_HOST", error)
         return 1
     return 0
 

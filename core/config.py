@@ -90,6 +90,8 @@ class Settings:
     api_max_attempts: int = 3
     api_retry_backoff: float = 1.0
     max_reference_bytes: int = 10 * 1024 * 1024
+    metrics_port: int | None = None  # /healthz and /metrics, off unless set
+    metrics_host: str = "127.0.0.1"
     api_extras: ApiExtras = field(default_factory=ApiExtras)
 
 
@@ -136,6 +138,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         api_max_attempts=reader.get("API_MAX_ATTEMPTS", _integer(1, 10), 3),
         api_retry_backoff=reader.get("API_RETRY_BACKOFF_SECONDS", _number(0.0, 60.0), 1.0),
         max_reference_bytes=reader.get("MAX_REFERENCE_MB", _megabytes, 10 * 1024 * 1024),
+        metrics_port=reader.get("METRICS_PORT", _integer(1, 65535), None),
+        metrics_host=reader.get("METRICS_HOST", str, "127.0.0.1"),
         api_extras=extras,
     )
 

@@ -6,15 +6,16 @@ errors below, so callers only ever deal with `GeneratedImage` or a `DoubaoError`
 
 Error mapping (see also `_BUSINESS_CODES`):
 
-| what came back                                             | error              | retried |
-|------------------------------------------------------------|--------------------|---------|
-| Volcengine code 50411/50412/50413/50511/50512              | ContentRejected    | no      |
-| 302 error or failed output whose message is about content  | ContentRejected    | no      |
-| HTTP 429, Volcengine code 50429/50430                      | RateLimited        | yes     |
-| HTTP 5xx, code 50500/50501, 302 err_code -1024             | ServiceUnavailable | yes     |
-| connection error, per-attempt timeout                      | ServiceUnavailable | yes     |
-| 302 err_code -10001..-10018, HTTP 401/403 without details  | AccountError       | no      |
-| any other code, other 4xx, 2xx without an image, not JSON  | BadResponse        | no      |
+| what came back                                            | error                           | retried |
+|-----------------------------------------------------------|---------------------------------|---------|
+| Volcengine code 50411/50412/50413/50511/50512             | ContentRejected                 | no      |
+| 302 error or failed output whose message is about content | ContentRejected                 | no      |
+| HTTP 429, Volcengine code 50429/50430                     | RateLimited                     | yes     |
+| HTTP 5xx, code 50500/50501, 302 err_code -1024            | ServiceUnavailable              | yes     |
+| connection error                                          | ServiceUnavailable              | yes     |
+| no answer within the per-attempt timeout                  | TimedOut (a ServiceUnavailable) | yes     |
+| 302 err_code -10001..-10018, HTTP 401/403 without details | AccountError                    | no      |
+| any other code, other 4xx, 2xx without an image, not JSON | BadResponse                     | no      |
 
 Unknown Volcengine codes are *not* retried: a call takes 10-30 s and may be billed, and nothing says that
 an undocumented failure is transient.
@@ -39,6 +40,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 import aiohttp
+
+from core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,12 @@ class RateLimited(DoubaoError):
 class ServiceUnavailable(DoubaoError):
     kind = "service_unavailable"
     default_retryable = True
+
+
+class TimedOut(ServiceUnavailable):
+    """No answer in time: told apart from other outages in the logs and the metrics."""
+
+    kind = "timeout"
 
 
 class AccountError(DoubaoError):
@@ -334,6 +343,7 @@ class DoubaoClient:
         max_attempts: int = 3,
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
@@ -346,6 +356,7 @@ class DoubaoClient:
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._metrics = metrics or Metrics()
 
     def __repr__(self) -> str:
         return f"DoubaoClient(base_url={self._base_url!r})"
@@ -355,7 +366,8 @@ class DoubaoClient:
         endpoint = Endpoint(endpoint)
         for attempt in range(1, self._max_attempts + 1):
             try:
-                return await self._attempt(endpoint, payload)
+                with self._metrics.api_call(endpoint.name.lower()):
+                    return await self._attempt(endpoint, payload)
             except DoubaoError as exc:
                 exc._redact(self._api_key)
                 if not exc.retryable or attempt >= self._max_attempts:
@@ -386,7 +398,7 @@ class DoubaoClient:
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
         except TimeoutError:
             log.debug("Doubao %s timed out after %.2fs", endpoint.value, time.monotonic() - started)
-            raise ServiceUnavailable(f"no answer within {self._timeout.total:g}s") from None
+            raise TimedOut(f"no answer within {self._timeout.total:g}s") from None
         except aiohttp.ClientError as exc:
             log.debug("Doubao %s connection error after %.2fs: %r", endpoint.value, time.monotonic() - started, exc)
             raise ServiceUnavailable(f"connection error ({type(exc).__name__})") from None

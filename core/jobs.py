@@ -44,6 +44,7 @@ from core.job import (
     JobState,
     format_time,
 )
+from core.metrics import Metrics
 from core.params import CharacterParams, Command, params_to_dict, with_seed
 from core.quota import Clock, QuotaService, QuotaStatus, exhausted, utc_now
 from storage.base import ACTIVE_STATES, Created, MemberRecord, Store
@@ -81,6 +82,7 @@ class JobService:
         extras: ApiExtras,
         limits: JobLimits,
         clock: Clock = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._quota = quota
@@ -89,6 +91,7 @@ class JobService:
         self._extras = extras
         self.limits = limits
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self.owner = uuid.uuid4().hex  # this process, as the holder of leases
         self._events: JobEvents | None = None
         self._queued_here: dict[str, Job] = {}  # queued jobs this process tells their place in the queue
@@ -425,6 +428,7 @@ class JobService:
         if isinstance(job.params, CharacterParams):
             await self._forget_reference(job)
         if state is not JobState.DONE:
+            self._metrics.refunded(error)
             await self._tell(job)
         return True
 

@@ -186,6 +186,10 @@ class Store(Protocol):
         """The user's newest jobs in the guild, newest first."""
         ...
 
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each state (the queue's depth among them), for the metrics."""
+        ...
+
     async def member_record(self, *, guild_id: int, user_id: int, window: str) -> MemberRecord:
         """The guild's settings and the member's ban, limit, grants, usage in `window` and last request."""
         ...
@@ -237,10 +241,6 @@ class StoreInspection(Protocol):
 
     async def ledger_totals(self) -> dict[str, int]:
         """How many ledger rows are reserved, committed and refunded."""
-        ...
-
-    async def job_counts(self) -> dict[str, int]:
-        """How many jobs are in each state."""
         ...
 
     async def last_request_at(self, *, guild_id: int, user_id: int) -> str | None:

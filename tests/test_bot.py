@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,19 @@ def test_a_database_that_refuses_us_stops_the_start_with_one_line(
     assert result.returncode == 1, result.stderr
     assert "password authentication failed" in result.stderr and "check DATABASE_URL" in result.stderr
     assert "not-the-password-4321" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_busy_metrics_port_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_bot(tmp_path, {"DISCORD_TOKEN": "t", "AI302_API_KEY": "k", "METRICS_PORT": str(port)})
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{port}" in errors[0], result.stderr
+    assert "check METRICS_PORT and METRICS_HOST" in errors[0]
     assert "Traceback" not in result.stderr
 
 

@@ -185,3 +185,16 @@ def test_shard_ids_are_lists_and_ranges(ids: str, expected: tuple[int, ...]) -> 
 def test_bad_shard_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(REQUIRED | env)
+
+
+def test_the_metrics_server_is_off_unless_a_port_is_set() -> None:
+    settings = load_settings(REQUIRED)
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+    settings = load_settings(REQUIRED | {"METRICS_PORT": "9108", "METRICS_HOST": "0.0.0.0"})
+    assert (settings.metrics_port, settings.metrics_host) == (9108, "0.0.0.0")
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "metrics"])
+def test_a_malformed_metrics_port_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^METRICS_PORT is malformed"):
+        load_settings(REQUIRED | {"METRICS_PORT": value})

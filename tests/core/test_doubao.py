@@ -26,6 +26,7 @@ from core.doubao import (
     GeneratedImage,
     RateLimited,
     ServiceUnavailable,
+    TimedOut,
     _parse_retry_after,
     parse_response,
 )
@@ -428,8 +429,9 @@ async def test_timeout_against_a_hanging_server(fake: FakeDoubao, make_client: M
     fake.queue(FakeResponse.hang(), FakeResponse.hang())
     started = time.monotonic()
 
-    err = await expect_error(make_client(timeout=0.2, max_attempts=2), ServiceUnavailable)
+    err = await expect_error(make_client(timeout=0.2, max_attempts=2), TimedOut)
 
+    assert isinstance(err, ServiceUnavailable) and err.retryable and err.kind == "timeout"
     assert "0.2" in str(err)
     assert len(fake.requests) == 2
     assert time.monotonic() - started < 3
