@@ -697,3 +697,12 @@ async def test_a_delivering_job_of_a_stopped_process_is_checked_not_run_again(
     assert (await store.ledger_totals())[outcome] == 1
     row = await store.get_job(job_id)
     assert row is not None and row.state == ("done" if posted else "failed")
+
+
+def test_a_place_far_back_is_announced_only_when_it_crosses_a_bound() -> None:
+    from core.jobs import _bracket
+
+    # Near the front every step is news; further back only crossing 20, 50, 100, 200, 500... is.
+    assert [_bracket(position) for position in (1, 2, 10)] == [1, 2, 10]
+    assert _bracket(11) == _bracket(20) != _bracket(21) == _bracket(50) != _bracket(51)
+    assert _bracket(4999) == 5000 and _bracket(10**6) == _bracket(5001)
