@@ -223,7 +223,7 @@ class SQLiteStore:
         connection = await aiosqlite.connect(path, isolation_level=None, timeout=30)
         reader: aiosqlite.Connection | None = None
         try:
-            await connection.execute("PRAGMA journal_mode=WAL")
+            await _use_wal(connection)
             await connection.execute("PRAGMA synchronous=NORMAL")
             store = cls(connection)
             await store._migrate()
@@ -626,3 +626,19 @@ def _statements(script: str) -> list[str]:
     if pending.strip(" \n;"):
         raise ValueError(f"an incomplete statement in a migration: {pending.strip()[:60]!r}")
     return statements
+
+
+async def _use_wal(connection: aiosqlite.Connection, attempts: int = 100) -> None:
+    """Switches the file to WAL (it stays so). Switching needs the file to itself, and SQLite does not wait for
+    that as it waits for a write lock: processes opening a new file together retry for a while."""
+    for attempt in range(attempts):
+        try:
+            [(mode,)] = await connection.execute_fetchall("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        if str(mode).lower() in ("wal", "memory") or attempt == attempts - 1:  # ":memory:" has no WAL
+            return
+        await asyncio.sleep(0.05)  # answered with the old mode: someone else holds the file
