@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,11 @@ class FakeDiscord:
     bot's clock were behind); ``upload_limit``: bytes per request/file for channel messages (then 413 40005);
     ``attachment_size_limit``: the same for interaction responses, sent in interactions (default:
     ``upload_limit``); ``heartbeat_interval``: seconds, in HELLO; ``spec_path``: Discord's OpenAPI
-    description (None turns body validation off).
+    description (None turns body validation off); ``shard_count``: the shards GET /gateway/bot recommends.
+
+    Sharding: the gateway takes one session per shard (IDENTIFY with ``shard: [id, count]``) and sends each
+    guild's events to the session of shard ``(guild_id >> 22) % count`` (DMs to shard 0); a session without
+    ``shard`` gets everything. ``add_guild(shard=1, shard_count=2)`` makes a guild on a chosen shard.
     """
 
     def __init__(
@@ -97,8 +101,10 @@ class FakeDiscord:
         bot_name: str = "FakeBot",
         bot_token: str | None = None,
         spec_path: str | Path | None = DEFAULT_SPEC_PATH,
+        shard_count: int = 1,
     ) -> None:
         self.ack_deadline = ack_deadline
+        self.shard_count = shard_count
         self.token_ttl = token_ttl
         self.honest_expiry = honest_expiry
         self.upload_limit = upload_limit
@@ -115,7 +121,7 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, InteractionRecord] = {}
         self._modals: dict[str, InteractionRecord] = {}
         self._returned: dict[int, set[int]] = {}
-        self._pending_events: list[tuple[str, dict[str, Any]]] = []
+        self._pending_events: list[tuple[str, dict[str, Any], int | None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.world = World(bot_name=bot_name, base_url="http://127.0.0.1:0")
         self.commands = CommandStore(self.world.ids, self.world.application_id)
@@ -212,12 +218,13 @@ class FakeDiscord:
         *,
         timeout: float = 10.0,  # noqa: ASYNC109 - timeout= is the test API
     ) -> AsyncIterator[discord.Client]:
-        """Patch discord.py, start ``client`` and wait until its gateway session is up; close it after."""
+        """Patch discord.py, start ``client`` and wait until its gateway sessions (one per shard it runs) are
+        up; close it after."""
         with self.patch_discord_py():
-            identifies = self.gateway.identify_count + 1
+            since = self.gateway.identify_count
             task = asyncio.create_task(client.start(self.bot_token), name="fake-discord-bot")
             try:
-                waiter = asyncio.create_task(self.wait_until_ready(timeout, identifies=identifies))
+                waiter = asyncio.create_task(self._wait_for_client(client, since, timeout))
                 done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 if task in done:
                     waiter.cancel()
@@ -244,9 +251,14 @@ class FakeDiscord:
     def bot_member(self) -> FakeMember:
         return self.guild.members[self.world.bot.id]
 
-    def add_guild(self, name: str = "Another Guild", **kwargs: Any) -> FakeGuild:
-        """A guild with @everyone, the bot (with its managed role) and a "general" channel."""
-        guild = self.world.add_guild(name, **kwargs)
+    def add_guild(
+        self, name: str = "Another Guild", *, shard: int | None = None, shard_count: int | None = None, **kwargs: Any
+    ) -> FakeGuild:
+        """A guild with @everyone, the bot (with its managed role) and a "general" channel; with ``shard``, one
+        whose events go to that shard of ``shard_count`` (default: the fake's ``shard_count``)."""
+        if shard is not None and shard_count is None:
+            shard_count = self.shard_count
+        guild = self.world.add_guild(name, shard=shard, shard_count=shard_count, **kwargs)
         self._announce("GUILD_CREATE", lambda: self.world.guild_create_payload(guild))
         return guild
 
@@ -276,8 +288,9 @@ class FakeDiscord:
         """Make ``user`` a member; ``permissions`` become a personal role (on top of @everyone's)."""
         guild = guild or self.guild
         member = self.world.add_member(guild, user, roles=roles, permissions=permissions, nick=nick)
-        if self.gateway.intents & GUILD_MEMBERS_INTENT:
-            self._announce("GUILD_MEMBER_ADD", lambda: {**member.payload(), "guild_id": str(guild.id)})
+        self._announce(
+            "GUILD_MEMBER_ADD", lambda: {**member.payload(), "guild_id": str(guild.id)}, intent=GUILD_MEMBERS_INTENT
+        )
         return member
 
     def set_overwrite(
@@ -311,20 +324,20 @@ class FakeDiscord:
             filename, content, content_type=content_type, width=width, height=height, size=size
         )
 
-    def _announce(self, event: str, payload: Callable[[], dict[str, Any]]) -> None:
+    def _announce(self, event: str, payload: Callable[[], dict[str, Any]], *, intent: int | None = None) -> None:
         """Tell a connected bot about a change made after it received its guilds (sent in order, before
-        the next interaction)."""
-        if self.gateway.session is None:
+        the next interaction, to the sessions that receive that guild's events and asked for ``intent``)."""
+        if not self.gateway.sessions or (intent is not None and not self.gateway.intents & intent):
             return
-        self._pending_events.append((event, payload()))
+        self._pending_events.append((event, payload(), intent))
         task = asyncio.get_running_loop().create_task(self._flush_events())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _flush_events(self) -> None:
         while self._pending_events:
-            event, data = self._pending_events.pop(0)
-            await self.gateway.dispatch(event, data)
+            event, data, intent = self._pending_events.pop(0)
+            await self.gateway.dispatch(event, data, intent=intent, required=False)
 
     # -- gateway --------------------------------------------------------------------------------
 
@@ -332,17 +345,52 @@ class FakeDiscord:
         return self.world.ready_events(session_id=session.session_id, shard=session.shard, resume_url=self.gateway_url)
 
     async def wait_until_ready(self, timeout: float = 10.0, *, identifies: int = 1) -> None:  # noqa: ASYNC109 - timeout= is the test API
-        """Wait until a bot has IDENTIFYed (``identifies`` times in all) and got READY and its GUILD_CREATEs.
+        """Wait until a bot has IDENTIFYed (``identifies`` times in all) and every session got READY and its
+        GUILD_CREATEs.
 
         Quicker than ``bot.wait_until_ready()``, which also waits discord.py's ``guild_ready_timeout``
         (2 s by default) after the last GUILD_CREATE.
         """
         gateway = self.gateway
-        await self._changes.wait_until(
-            lambda: True if gateway.identify_count >= identifies and gateway.ready.is_set() else None,
-            timeout,
-            f"IDENTIFY #{identifies} on the fake gateway",
-        )
+
+        def ready() -> bool | None:
+            sessions = gateway.sessions.values()
+            return True if gateway.identify_count >= identifies and all(s.ready for s in sessions) else None
+
+        await self._changes.wait_until(ready, timeout, f"IDENTIFY #{identifies} on the fake gateway")
+
+    async def wait_for_shards(
+        self,
+        shard_ids: Iterable[int],
+        shard_count: int,
+        *,
+        since: int = 0,
+        timeout: float = 10.0,  # noqa: ASYNC109 - timeout= is the test API
+    ) -> None:
+        """Wait until each of ``shard_ids`` (of ``shard_count``) has a session, started by an IDENTIFY after the
+        first ``since`` ones, that got READY and its GUILD_CREATEs."""
+        wanted = list(shard_ids)
+
+        def ready() -> bool | None:
+            sessions = [self.gateway.shard_session(shard_id, shard_count) for shard_id in wanted]
+            return True if all(s is not None and s.number > since and s.ready for s in sessions) else None
+
+        await self._changes.wait_until(ready, timeout, f"shards {wanted} of {shard_count} on the fake gateway")
+
+    async def _wait_for_client(self, client: discord.Client, since: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Until the sessions ``client`` opens are ready: one per shard it runs, or one unsharded."""
+        if isinstance(client, discord.AutoShardedClient):
+            count = client.shard_count or self.shard_count
+            await self.wait_for_shards(client.shard_ids or range(count), count, since=since, timeout=timeout)
+        elif client.shard_count is not None:
+            await self.wait_for_shards([client.shard_id or 0], client.shard_count, since=since, timeout=timeout)
+        else:
+
+            def ready() -> bool | None:
+                session = self.gateway.sessions.get(None)
+                return True if session is not None and session.number > since and session.ready else None
+
+            await self._changes.wait_until(ready, timeout, "an unsharded session on the fake gateway")
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a raw gateway event to the bot."""
@@ -354,10 +402,12 @@ class FakeDiscord:
         *,
         code: int = 4000,
         wait_resumed: bool = True,
+        shard_id: int | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109 - timeout= is the test API
     ) -> None:
-        """Close the bot's websocket; by default wait until discord.py has RESUMEd."""
-        await self.gateway.drop(code)
+        """Close the bot's websockets (or only shard ``shard_id``'s); by default wait until discord.py has
+        RESUMEd."""
+        await self.gateway.drop(code, shard_id=shard_id)
         if wait_resumed:
             try:
                 await asyncio.wait_for(self.gateway.resumed.wait(), timeout)

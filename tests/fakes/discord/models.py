@@ -62,6 +62,17 @@ class Snowflakes:
         self._last = max(now, self._last + 1)
         return self._last
 
+    def on_shard(self, shard_id: int, shard_count: int) -> int:
+        """The next snowflake whose guild events go to shard ``shard_id`` of ``shard_count``: its millisecond
+        (``id >> 22``) is moved up, by less than ``shard_count`` ms, to one with that remainder."""
+        if not 0 <= shard_id < shard_count:
+            raise ValueError(f"shard {shard_id} does not exist among {shard_count}")
+        candidate = self.next()
+        millisecond = (candidate >> 22) + (shard_id - (candidate >> 22)) % shard_count
+        if millisecond != candidate >> 22:
+            self._last = candidate = millisecond << 22
+        return candidate
+
     def dated(self, when: float) -> int:
         """A unique snowflake carrying the Unix time ``when``, which may be in the past.
 

@@ -107,7 +107,7 @@ class Routes:
 
     async def get_gateway_bot(self, inc: Incoming) -> Reply:
         limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
-        return Reply({"url": self.fake.gateway_url, "shards": 1, "session_start_limit": limit})
+        return Reply({"url": self.fake.gateway_url, "shards": self.fake.shard_count, "session_start_limit": limit})
 
     async def get_me(self, inc: Incoming) -> Reply:
         return Reply({**self.world.bot.payload(), "verified": True, "mfa_enabled": False, "locale": "en-US"})
@@ -434,9 +434,9 @@ class Routes:
         gateway = self.fake.gateway
         channel = self.world.channels[message.channel_id]
         intent = DIRECT_MESSAGES_INTENT if channel.type == DM else GUILD_MESSAGES_INTENT
-        if message.ephemeral or gateway.session is None or not gateway.intents & intent:
+        if message.ephemeral:
             return
-        await gateway.dispatch(event, data)
+        await gateway.dispatch(event, data, intent=intent, required=False)
 
 
 def _int(value: str) -> int:

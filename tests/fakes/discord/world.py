@@ -7,6 +7,7 @@ from typing import Any
 
 import discord
 
+from .gateway import shard_for
 from .models import (
     DM,
     GUILD_TEXT,
@@ -127,9 +128,18 @@ class World:
         everyone_permissions: int = DEFAULT_EVERYONE_PERMISSIONS,
         bot_permissions: int | None = None,
         channels: tuple[str, ...] = ("general",),
+        shard: int | None = None,
+        shard_count: int | None = None,
     ) -> FakeGuild:
+        """A guild; with ``shard`` (of ``shard_count``), one whose events go to that shard."""
         owner = owner or self.owner
-        guild = FakeGuild(id=self.ids.next(), name=name, owner_id=owner.id, locale=locale)
+        if shard is None:
+            guild_id = self.ids.next()
+        elif shard_count is None:
+            raise ValueError("a guild on a chosen shard needs the shard count too")
+        else:
+            guild_id = self.ids.on_shard(shard, shard_count)
+        guild = FakeGuild(id=guild_id, name=name, owner_id=owner.id, locale=locale)
         guild.roles[guild.id] = FakeRole(
             id=guild.id, guild_id=guild.id, name="@everyone", permissions=int(everyone_permissions)
         )
@@ -370,11 +380,13 @@ class World:
     def ready_events(
         self, *, session_id: str, shard: list[int] | None, resume_url: str
     ) -> list[tuple[str, dict[str, Any]]]:
-        """READY (guilds unavailable, as Discord sends them) then one GUILD_CREATE per guild."""
+        """READY (guilds unavailable, as Discord sends them) then one GUILD_CREATE per guild: the guilds of
+        ``shard`` ([id, count]), or all of them for an unsharded session."""
+        guilds = [g for g in self.guilds.values() if shard is None or shard_for(g.id, shard[1]) == shard[0]]
         ready: dict[str, Any] = {
             "v": 10,
             "user": {**self.bot.payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session_id,
             "session_type": "normal",
             "resume_gateway_url": resume_url,
@@ -391,7 +403,7 @@ class World:
         if shard is not None:
             ready["shard"] = shard
         events = [("READY", ready)]
-        events += [("GUILD_CREATE", self.guild_create_payload(g)) for g in self.guilds.values()]
+        events += [("GUILD_CREATE", self.guild_create_payload(g)) for g in guilds]
         return events
 
     def members_chunk(self, request: dict[str, Any]) -> dict[str, Any] | None:
