@@ -1,4 +1,7 @@
-"""The bot as a separate process against the fakes: start it, kill it (a crash) or stop it (SIGTERM)."""
+"""The bot as a separate process against the fakes: start it, kill it (a crash) or stop it (SIGTERM).
+
+Several can share the fakes and a database, each running its own shards (SHARD_IDS/SHARD_COUNT in `env`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from core.config import load_settings
 from storage import Store, open_store
 from tests.e2e.harness import API_KEY
 from tests.fakes.discord import FakeDiscord
@@ -20,11 +24,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class BotProcess:
-    def __init__(self, discord: FakeDiscord, api: FakeDoubao, workdir: Path, env: dict[str, str]) -> None:
+    """One bot process; `database_url` defaults to a SQLite file in `workdir`, its working folder."""
+
+    def __init__(
+        self,
+        discord: FakeDiscord,
+        api: FakeDoubao,
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        database_url: str | None = None,
+    ) -> None:
         self.discord = discord
         self.api = api
         self.workdir = workdir
-        self.database_url = f"sqlite:///{workdir / 'bot.sqlite3'}"
+        self.database_url = database_url or f"sqlite:///{workdir / 'bot.sqlite3'}"
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(ROOT),
@@ -38,17 +52,29 @@ class BotProcess:
             "STATUS_EDIT_INTERVAL_SECONDS": "0.05",
             "LOG_LEVEL": "DEBUG",
         } | env
+        self.database_url = self.env["DATABASE_URL"]
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
 
+    @property
+    def shards(self) -> tuple[list[int], int]:
+        """The shard ids this process runs, and the bot's shard count (the fake's recommendation when unset)."""
+        settings = load_settings(self.env)
+        count = settings.shard_count or self.discord.shard_count
+        return list(settings.shard_ids or range(count)), count
+
     async def start(self) -> None:
+        """Starts the process and waits until its shards' gateway sessions are READY."""
         self.starts += 1
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        since = self.discord.gateway.identify_count
         log = (self.workdir / f"bot-{self.starts}.log").open("wb")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.e2e.bot_process", cwd=self.workdir, env=self.env, stdout=log, stderr=log
         )
         log.close()
-        waiter = asyncio.create_task(self.discord.wait_until_ready(20, identifies=self.starts))
+        shard_ids, shard_count = self.shards
+        waiter = asyncio.create_task(self.discord.wait_for_shards(shard_ids, shard_count, since=since, timeout=20))
         exited = asyncio.create_task(self.process.wait())
         done, _ = await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
         if exited in done:

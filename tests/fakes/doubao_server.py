@@ -109,6 +109,11 @@ class RecordedRequest:
     time: float  # time.monotonic() on arrival
     latency: float | None = None  # the `latency` this request was answered with, if one was set
 
+    @property
+    def api_key(self) -> str | None:
+        """The key the request was made with."""
+        return self.headers.get("Authorization", "").removeprefix("Bearer ") or None
+
 
 @dataclass(frozen=True)
 class ServedFile:
@@ -323,6 +328,7 @@ def validate_payload(path: str, payload: Any) -> str | None:
 class FakeDoubao:
     def __init__(self, *, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
+        self.other_keys: set[str] = set()  # also accepted: e.g. one key per bot process, to tell their calls apart
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.rejections: list[str] = []
@@ -449,7 +455,9 @@ class FakeDoubao:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            if request.headers.get("Authorization") not in {
+                f"Bearer {key}" for key in {self.api_key, *self.other_keys}
+            }:
                 self.rejections.append("bad Authorization header")
                 return web.json_response(_gateway_body(-10001, "Invalid or missing API key"), status=401)
             if problem := validate_payload(request.path, payload):
