@@ -1,0 +1,254 @@
+"""Two bot processes, shards 0 and 1 of 2, against one fake Discord, one fake 302.ai and one PostgreSQL database.
+
+Each process has its own API key, so the fake 302.ai tells whose call it is serving. The store is read through a
+connection of the test's own on the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from storage import Store, open_store
+from storage.base import JobRow
+from tests.e2e.harness import API_KEY, is_status, outcome
+from tests.e2e.process import BotProcess
+from tests.fakes.discord import FakeDiscord, FakeGuild, FakeMessage, FakeUser, InteractionRecord
+from tests.fakes.doubao_server import FakeDoubao, FakeResponse, RecordedRequest
+
+LEASE_SECONDS = 3.0
+ENV = {
+    "SHARD_COUNT": "2",
+    "DAILY_QUOTA": "50",
+    "MAX_JOBS_PER_USER": "10",
+    "LEASE_SECONDS": str(LEASE_SECONDS),
+    "SHUTDOWN_GRACE_SECONDS": "1",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@dataclass
+class Cluster:
+    discord: FakeDiscord
+    api: FakeDoubao
+    processes: list[BotProcess]  # by shard id
+    guilds: list[FakeGuild]  # a guild on each shard, by shard id
+    store: Store
+
+    def key(self, shard_id: int) -> str:
+        return self.processes[shard_id].env["AI302_API_KEY"]
+
+    def shard_of_key(self, key: str | None) -> int:
+        return next(shard_id for shard_id in range(len(self.processes)) if self.key(shard_id) == key)
+
+    def calls(self, prompt: str) -> list[RecordedRequest]:
+        return [request for request in self.api.requests if request.json and request.json.get("prompt") == prompt]
+
+    def member(self, name: str, guild: FakeGuild) -> FakeUser:
+        user = self.discord.add_user(name)
+        self.discord.add_member(guild, user)
+        return user
+
+    async def draw(self, user: FakeUser, guild: FakeGuild, prompt: str) -> InteractionRecord:
+        return await self.discord.invoke("draw", user=user, guild=guild, prompt=prompt)
+
+    def images_in(self, guild: FakeGuild) -> list[FakeMessage]:
+        channel = guild.channel("general")
+        return [message for message in self.discord.channel_messages(channel) if message.attachments]
+
+    async def job_of(self, prompt: str) -> JobRow:
+        rows = [row for row in await self.store.active_jobs() if row.params.get("prompt") == prompt]
+        assert len(rows) == 1, rows
+        return rows[0]
+
+    async def settled(self, timeout: float = 5.0) -> dict[str, int]:  # noqa: ASYNC109
+        """The ledger once nothing is reserved any more."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        totals = await self.store.ledger_totals()
+        while totals["reserved"] and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # the store has no change notification to wait on
+            totals = await self.store.ledger_totals()
+        return totals
+
+
+@contextlib.asynccontextmanager
+async def shard_processes(
+    tmp_path: Path, database_url: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Cluster]:
+    """Both processes started (at the same time) and READY on their shard, with a guild on each shard."""
+    async with FakeDoubao(api_key=API_KEY) as api:
+        discord = FakeDiscord(shard_count=2)
+        await discord.start()
+        guilds = [discord.add_guild(f"Shard {shard_id}", shard=shard_id) for shard_id in (0, 1)]
+        processes = []
+        for shard_id in (0, 1):
+            key = f"sk-e2e-shard-{shard_id}-0123456789abcdef"
+            api.other_keys.add(key)
+            settings = ENV | (env or {}) | {"SHARD_IDS": str(shard_id), "AI302_API_KEY": key}
+            processes.append(
+                BotProcess(discord, api, tmp_path / f"shard-{shard_id}", settings, database_url=database_url)
+            )
+        try:
+            await asyncio.gather(*(process.start() for process in processes))
+            async with open_store(database_url) as store:
+                yield Cluster(discord, api, processes, guilds, store)
+        finally:
+            for process in processes:
+                await process.close()
+            await discord.close()
+        discord.assert_no_violations()
+
+
+class Hold:
+    """Scripted answer of the fake 302.ai: waits for `release()` before drawing the image."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self._released = asyncio.Event()
+
+    async def __call__(self, _payload: object) -> FakeResponse:
+        self.arrived.set()
+        await self._released.wait()
+        return FakeResponse.success_urls()
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def button(message: FakeMessage, action: str) -> str:
+    return next(custom_id for custom_id in message.custom_ids if custom_id.startswith(f"job:{action}:"))
+
+
+async def test_both_shards_draw_and_only_shard_0_registers_the_commands(tmp_path: Path, postgres_url: str) -> None:
+    async with shard_processes(tmp_path, postgres_url) as cluster:
+        await cluster.discord.wait_for_commands_synced()
+        alice, bob = cluster.member("alice", cluster.guilds[0]), cluster.member("bob", cluster.guilds[1])
+        records = [
+            await cluster.draw(alice, cluster.guilds[0], "a fox on shard 0"),
+            await cluster.draw(bob, cluster.guilds[1], "a fox on shard 1"),
+        ]
+        for record, guild in zip(records, cluster.guilds, strict=True):
+            message = await outcome(record)
+            assert message.attachments and not is_status(message)
+            assert cluster.images_in(guild) == [message]
+        assert await cluster.settled() == {"reserved": 0, "committed": 2, "refunded": 0}
+        assert (await cluster.store.job_counts())["done"] == 2
+        assert len(cluster.api.requests) == 2
+        # Each interaction reached the process of its guild's shard, which took the request.
+        logs = [process.log() for process in cluster.processes]
+        for shard_id, (user, guild) in enumerate(((alice, cluster.guilds[0]), (bob, cluster.guilds[1]))):
+            taken = f"by user {user.id} in guild {guild.id}"
+            assert taken in logs[shard_id] and taken not in logs[1 - shard_id]
+        assert len(cluster.discord.command_syncs) == 1
+        assert "synced" in logs[0] and "slash commands" not in logs[1]
+
+
+async def test_the_api_limit_is_global_across_the_processes(tmp_path: Path, postgres_url: str) -> None:
+    async with shard_processes(tmp_path, postgres_url, {"MAX_CONCURRENT_JOBS": "2"}) as cluster:
+        cluster.api.default_response = FakeResponse.delay(0.25)
+        users = [cluster.member(f"user{n}", cluster.guilds[n % 2]) for n in range(6)]
+        records = [
+            await cluster.draw(user, cluster.guilds[n % 2], f"picture {n}.{round_}")
+            for round_ in range(2)
+            for n, user in enumerate(users)
+        ]
+        messages = [await outcome(record, timeout=20) for record in records]
+        assert all(message.attachments for message in messages)
+        assert cluster.api.max_in_flight == 2
+        assert {cluster.shard_of_key(request.api_key) for request in cluster.api.requests} == {0, 1}
+        assert await cluster.settled() == {"reserved": 0, "committed": 12, "refunded": 0}
+        assert len(cluster.api.requests) == 12
+
+
+async def test_buttons_work_on_an_image_the_other_process_made(tmp_path: Path, postgres_url: str) -> None:
+    async with shard_processes(tmp_path, postgres_url, {"MAX_CONCURRENT_JOBS_PER_PROCESS": "1"}) as cluster:
+        # A held call keeps one process busy: the next jobs can only run in the other one.
+        hold = Hold()
+        cluster.api.queue(hold)
+        alice = cluster.member("alice", cluster.guilds[0])
+        held = await cluster.draw(alice, cluster.guilds[0], "held")
+        await asyncio.wait_for(hold.arrived.wait(), 10)
+        busy = cluster.shard_of_key(cluster.calls("held")[0].api_key)
+        guild = cluster.guilds[busy]  # its clicks reach the busy process
+        bob, carol = cluster.member("bob", guild), cluster.member("carol", guild)
+
+        image = await outcome(await cluster.draw(bob, guild, "made elsewhere"))
+        assert image.attachments
+        assert cluster.shard_of_key(cluster.calls("made elsewhere")[0].api_key) == 1 - busy
+
+        rerolled = await outcome(await cluster.discord.click(image, button(image, "reroll"), user=carol))
+        assert rerolled.attachments and rerolled.id != image.id
+        assert f"<@{carol.id}>" in str(rerolled.embeds)  # charged to the one who clicked
+        assert len(cluster.calls("made elsewhere")) == 2
+        details = await outcome(await cluster.discord.click(image, button(image, "details"), user=carol))
+        assert details.ephemeral and details.embeds[0]["description"] == "made elsewhere"
+        deleted = await outcome(await cluster.discord.click(image, button(image, "delete"), user=bob))
+        assert deleted.ephemeral and image.deleted
+        clicks = [record for record in cluster.discord.interactions if record.source_message is image]
+        session = cluster.discord.gateway.shard_session(busy, 2)
+        assert session is not None
+        delivered = {int(data["id"]) for event, data in session.dispatched() if event == "INTERACTION_CREATE"}
+        assert {click.id for click in clicks} <= delivered  # the busy process received every click
+
+        hold.release()
+        assert (await outcome(held)).attachments
+        assert await cluster.settled() == {"reserved": 0, "committed": 3, "refunded": 0}
+
+
+@pytest.mark.parametrize("token", ["usable", "expired"])
+async def test_a_killed_process_job_is_finished_once_by_the_other(
+    tmp_path: Path, postgres_url: str, token: str
+) -> None:
+    async with shard_processes(tmp_path, postgres_url) as cluster:
+        if token == "expired":
+            # Discord would still take the token, but it is too near its end to start the job again.
+            cluster.discord.token_ttl = 31.0
+        hold = Hold()
+        cluster.api.queue(hold)
+        alice = cluster.member("alice", cluster.guilds[0])
+        record = await cluster.draw(alice, cluster.guilds[0], "interrupted")
+        await asyncio.wait_for(hold.arrived.wait(), 10)
+        victim = cluster.shard_of_key(cluster.calls("interrupted")[0].api_key)
+        survivor = 1 - victim
+        job = await cluster.job_of("interrupted")
+        assert job.state == "running" and job.lease_owner is not None
+
+        loop = asyncio.get_running_loop()
+        await cluster.processes[victim].kill()
+        killed_at = loop.time()
+
+        if token == "usable":
+            message = await outcome(record, timeout=2 * LEASE_SECONDS)
+            assert message.attachments
+            calls = cluster.calls("interrupted")
+            assert [cluster.shard_of_key(call.api_key) for call in calls] == [victim, survivor]
+            expected = {"reserved": 0, "committed": 1, "refunded": 0}
+        else:
+            channel = cluster.guilds[0].channel("general")
+            message = await cluster.discord.wait_for_channel_message(
+                channel, lambda m: "restarted before your image was finished" in m.content, timeout=2 * LEASE_SECONDS
+            )
+            assert f"<@{alice.id}>" in message.content
+            assert len(cluster.calls("interrupted")) == 1  # not run again
+            expected = {"reserved": 0, "committed": 0, "refunded": 1}
+        # The lease runs out at most LEASE_SECONDS after the kill; the survivor looks every third of it.
+        assert loop.time() - killed_at < LEASE_SECONDS + LEASE_SECONDS / 3 + 1.5
+        assert await cluster.settled() == expected
+        await asyncio.sleep(0.5)  # room for a wrong second image or second notice
+        assert len(cluster.images_in(cluster.guilds[0])) == (1 if token == "usable" else 0)
+        told = [
+            m
+            for m in cluster.discord.channel_messages(cluster.guilds[0].channel("general"))
+            if "restarted" in m.content
+        ]
+        assert len(told) == (0 if token == "usable" else 1)
+        assert await cluster.store.ledger_totals() == expected
+        final = await cluster.store.get_job(job.id)
+        assert final is not None and final.lease_owner not in (None, job.lease_owner)
+        assert (final.state, final.attempts) == (("done", 1) if token == "usable" else ("failed", 0))
