@@ -1,9 +1,11 @@
-"""The whole bot, wired as `bot.py` does, against the fake Discord and fake 302.ai, on a real SQLite file."""
+"""The whole bot, wired as `bot.py` does, against the fake Discord and fake 302.ai, on a real SQLite file or, with
+E2E_DATABASE_URL set (tests/e2e/conftest.py sets it per test), on that PostgreSQL database."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,19 @@ from tests.fakes.discord import FakeDiscord, FakeMessage, FakeUser, InteractionR
 from tests.fakes.doubao_server import FakeDoubao
 
 API_KEY = "sk-e2e-secret-api-key-0123456789abcdef"
+DATABASE_URL_VARIABLE = "E2E_DATABASE_URL"  # the database of the in-process bot; unset: a SQLite file
 
 
 class BotHarness:
-    """Starts, stops and restarts the real bot on the same database; the fakes outlive restarts."""
+    """Starts, stops and restarts the real bot on the same database; the fakes outlive restarts.
+
+    `database`: a SQLite file, or a database URL (postgresql://...)."""
 
     def __init__(
         self,
         discord: FakeDiscord,
         api: FakeDoubao,
-        database: Path,
+        database: Path | str,
         env: dict[str, str],
         wrap_store: Callable[[Store], Store] | None = None,
     ) -> None:
@@ -39,7 +44,7 @@ class BotHarness:
                 "DISCORD_TOKEN": discord.bot_token,
                 "AI302_API_KEY": API_KEY,
                 "AI302_BASE_URL": api.base_url,
-                "DATABASE_URL": f"sqlite:///{database}",
+                "DATABASE_URL": f"sqlite:///{database}" if isinstance(database, Path) else database,
                 "DAILY_QUOTA": "5",
                 "API_TIMEOUT_SECONDS": "5",
                 "API_MAX_ATTEMPTS": "2",
@@ -115,12 +120,14 @@ async def running_harness(
     **discord_options: Any,
 ) -> AsyncIterator[BotHarness]:
     """A started bot; `env` adds settings, `env_for` settings that name things in the fake Discord, `wrap_store`
-    puts something (a call counter) between the bot and its store."""
+    puts something (a call counter) between the bot and its store. The database is E2E_DATABASE_URL's when set,
+    else a SQLite file in `tmp_path`."""
     async with FakeDoubao(api_key=API_KEY) as api:
         discord = FakeDiscord(**discord_options)
         await discord.start()
         settings = (env or {}) | (env_for(discord) if env_for else {})
-        harness = BotHarness(discord, api, tmp_path / "data" / "bot.sqlite3", settings, wrap_store)
+        database = os.environ.get(DATABASE_URL_VARIABLE) or tmp_path / "data" / "bot.sqlite3"
+        harness = BotHarness(discord, api, database, settings, wrap_store)
         try:
             await harness.start()
             await discord.wait_for_commands_synced()
