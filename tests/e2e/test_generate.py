@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -20,6 +21,7 @@ def embed_fields(message: FakeMessage) -> dict[str, str]:
     return {field["name"]: field["value"] for field in message.embeds[0].get("fields", [])}
 
 
+@pytest.mark.both_databases
 async def test_draw_defers_at_once_then_posts_the_served_image(harness: BotHarness) -> None:
     alice = harness.discord.add_user("alice")
     record = await harness.draw(alice, prompt="a red fox", size="16:9", seed=1234, steps=20, upscale=True)
@@ -76,6 +78,7 @@ async def test_omitted_options_reach_the_api_as_the_documented_defaults(harness:
     assert (sent["ref_ip_weight"], sent["ref_id_weight"], sent["use_sr"]) == (0.7, 0.36, False)
 
 
+@pytest.mark.both_databases
 async def test_character_sends_the_reference_and_posts_the_image(harness: BotHarness) -> None:
     reference = harness.discord.attachment("face.jpg", content_type="image/jpeg", width=512, height=512)
     record = await harness.discord.invoke(
@@ -154,6 +157,7 @@ async def test_commands_in_a_dm_say_they_are_for_servers(harness: BotHarness) ->
     assert "servers only" in message.content
 
 
+@pytest.mark.both_databases
 async def test_exhausted_quota_says_when_it_resets_and_costs_nothing(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env={"DAILY_QUOTA": "2"}) as harness:
         for _ in range(2):
@@ -167,6 +171,7 @@ async def test_exhausted_quota_says_when_it_resets_and_costs_nothing(tmp_path: P
         assert await harness.ledger() == {"reserved": 0, "committed": 2, "refunded": 0}
 
 
+@pytest.mark.both_databases
 async def test_quota_command_shows_used_left_and_reset(harness: BotHarness) -> None:
     await outcome(await harness.draw())
     message = await outcome(await harness.discord.invoke("quota"))
@@ -207,6 +212,7 @@ async def test_timeout_refunds(tmp_path: Path) -> None:
         assert await harness.ledger() == {"reserved": 0, "committed": 0, "refunded": 1}
 
 
+@pytest.mark.both_databases
 async def test_download_failure_refunds(harness: BotHarness) -> None:
     harness.api.serve_file("gone", b"", status=404)
     harness.api.queue(FakeResponse.success_urls("gone"))
@@ -324,6 +330,7 @@ async def test_mentions_in_prompts_ping_nobody(harness: BotHarness) -> None:
             assert body.get("allowed_mentions", {}).get("parse") == [], sent.path
 
 
+@pytest.mark.both_databases
 async def test_twenty_concurrent_requests_from_ten_users_all_complete(harness: BotHarness) -> None:
     users = [harness.discord.add_user(f"user{n}") for n in range(10)]
     harness.api.default_response = lambda _payload: FakeResponse.delay(0.1, then=FakeResponse.success_urls())
@@ -336,6 +343,7 @@ async def test_twenty_concurrent_requests_from_ten_users_all_complete(harness: B
     assert await harness.ledger() == {"reserved": 0, "committed": 20, "refunded": 0}
 
 
+@pytest.mark.both_databases
 async def test_secrets_reach_neither_discord_nor_the_logs(harness: BotHarness, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     harness.api.queue(FakeResponse.gateway_error(-10001, f"bad key {API_KEY}"))
@@ -345,8 +353,13 @@ async def test_secrets_reach_neither_discord_nor_the_logs(harness: BotHarness, c
     assert API_KEY not in sent_to_discord
     assert API_KEY not in caplog.text and harness.discord.bot_token not in caplog.text
     assert API_KEY not in repr(harness.bot.jobs.__dict__) and API_KEY not in repr(harness.settings)
+    password = urlsplit(harness.settings.database_url.reveal()).password  # PostgreSQL's
+    if password:
+        assert unquote(password) not in caplog.text and password not in caplog.text
+        assert unquote(password) not in sent_to_discord and password not in repr(harness.settings)
 
 
+@pytest.mark.both_databases
 async def test_restart_keeps_quotas_and_does_not_resync(harness: BotHarness) -> None:
     for _ in range(2):
         await outcome(await harness.draw())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import discord
+import pytest
 
 from core.policy import GuildPolicy
 from tests.e2e.harness import BotHarness, is_status, outcome, running_harness
@@ -77,6 +78,7 @@ async def test_every_settings_subgroup_keeps_its_place_and_is_for_admins_only(ha
     assert await harness.bot.policy.get(harness.discord.guild.id) == GuildPolicy()
 
 
+@pytest.mark.both_databases
 async def test_channels_setting(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     art = harness.discord.add_channel(name="art")
@@ -88,6 +90,7 @@ async def test_channels_setting(harness: BotHarness) -> None:
     assert (await outcome(await harness.draw(alice))).attachments
 
 
+@pytest.mark.both_databases
 async def test_quota_settings_default_roles_personal_grant_reset(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env={"MAX_JOBS_PER_USER": "10"}) as harness:
         admin = member(harness, "admin", permissions=ADMIN)
@@ -122,6 +125,7 @@ async def test_quota_settings_default_roles_personal_grant_reset(tmp_path: Path)
         await harness.check_ledger()
 
 
+@pytest.mark.both_databases
 async def test_cooldown_setting(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     await configure(harness, admin, "quota cooldown", seconds=600)
@@ -133,6 +137,7 @@ async def test_cooldown_setting(harness: BotHarness) -> None:
     assert (await outcome(await harness.draw(alice))).attachments
 
 
+@pytest.mark.both_databases
 async def test_feature_settings(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     await configure(harness, admin, "features character", enabled=False)
@@ -162,6 +167,7 @@ async def test_feature_settings(harness: BotHarness) -> None:
     assert "512×288" in str(message.embeds)
 
 
+@pytest.mark.both_databases
 async def test_blocklist_catches_evasions_and_is_logged(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     log_channel = await setup_mod_log(harness, admin)
@@ -194,6 +200,7 @@ async def test_blocklist_catches_evasions_and_is_logged(harness: BotHarness) -> 
     assert (await outcome(await harness.draw(alice, prompt="nsfw clowns"))).attachments
 
 
+@pytest.mark.both_databases
 async def test_ban_and_unban(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     await configure(harness, admin, "moderation ban", user=alice, reason="spam")
@@ -205,6 +212,7 @@ async def test_ban_and_unban(harness: BotHarness) -> None:
     assert "is not banned" in again.content
 
 
+@pytest.mark.both_databases
 async def test_mod_log_records_jobs_refusals_and_changes(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     log_channel = await setup_mod_log(harness, admin)
@@ -239,6 +247,7 @@ async def pending(record: InteractionRecord) -> FakeMessage:
     return record.message
 
 
+@pytest.mark.both_databases
 async def test_approval_approve_and_reject(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     moderator = member(harness, "mod", permissions=MODERATOR)
@@ -359,6 +368,7 @@ async def test_approval_needs_a_mod_log(harness: BotHarness) -> None:
     assert (await harness.bot.policy.get(harness.discord.guild.id)).approval_mode.value == "off"
 
 
+@pytest.mark.both_databases
 async def test_pending_request_survives_a_restart_and_expires_with_a_refund(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env={"APPROVAL_SWEEP_SECONDS": "0.1"}) as harness:
         admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
@@ -386,6 +396,7 @@ async def test_pending_request_survives_a_restart_and_expires_with_a_refund(tmp_
         assert await harness.check_ledger() == {"reserved": 0, "committed": 1, "refunded": 1}
 
 
+@pytest.mark.both_databases
 async def test_forget_me_deletes_history_but_keeps_the_quota(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env={"DAILY_QUOTA": "2"}) as harness:
         alice = member(harness, "alice")
