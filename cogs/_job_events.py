@@ -61,6 +61,9 @@ class DiscordJobEvents:
             content, view = t(job.language, "status.queued", position=position), status_view(job)
         self.throttle.submit(job.id, lambda: self._edit_status(job, content=content, view=view))
 
+    def stop_progress(self, job: Job) -> None:
+        self.throttle.drop(job.id)
+
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         try:
             message_id = await self.throttle.finish(job.id, lambda: self._post_result(job, image, quota))

@@ -158,6 +158,10 @@ class JobEvents(Protocol):
         """Queued at `position` (1-based), or with None: waiting for a moderator (job.state PENDING) or
         generating. Fire and forget."""
 
+    def stop_progress(self, job: Job) -> None:
+        """This process no longer shows the job's progress (another one took it): a status edit still waiting for
+        its turn is dropped, so that it cannot land on the message the other process posts."""
+
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         """Posts the image; returns the message id. Raises DeliveryError when it cannot."""
         ...

@@ -281,6 +281,7 @@ class JobService:
             queued = set(order)
             for job_id in [job_id for job_id in self._queued_here if job_id not in queued]:
                 if job_id not in self._running:  # taken by another process, or settled
+                    self.events.stop_progress(self._queued_here[job_id])
                     self._forget_queued(job_id)
             for index, job_id in enumerate(order, start=1):
                 job = self._queued_here.get(job_id)

@@ -56,6 +56,14 @@ class EditThrottle:
                 slot.task.cancel()
         return await action()
 
+    def drop(self, key: str) -> None:
+        """Forgets `key`: an edit waiting for the interval is not sent (one already sent completes)."""
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            slot.pending = None
+            if slot.task is not None:
+                slot.task.cancel()
+
     async def _drain(self, slot: _Slot) -> None:
         while slot.pending is not None:
             wait = slot.last + self.interval - self._clock()

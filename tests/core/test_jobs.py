@@ -37,6 +37,7 @@ class RecordedEvents:
     """A JobEvents that records what the chat side would have shown."""
 
     progress_log: list[tuple[str, int | None]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # jobs whose progress another process took over
     delivered: list[tuple[Job, DownloadedImage, QuotaStatus]] = field(default_factory=list)
     told: list[Job] = field(default_factory=list)
     fail_delivery: bool = False
@@ -47,6 +48,9 @@ class RecordedEvents:
 
     def progress(self, job: Job, position: int | None) -> None:
         self.progress_log.append((job.id, position))
+
+    def stop_progress(self, job: Job) -> None:
+        self.stopped.append(job.id)
 
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         if self.fail_delivery:
