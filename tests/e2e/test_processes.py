@@ -252,3 +252,41 @@ async def test_a_killed_process_job_is_finished_once_by_the_other(
         final = await cluster.store.get_job(job.id)
         assert final is not None and final.lease_owner not in (None, job.lease_owner)
         assert (final.state, final.attempts) == (("done", 1) if token == "usable" else ("failed", 0))
+
+
+async def test_a_job_run_by_the_other_process_keeps_its_image_and_buttons(tmp_path: Path, postgres_url: str) -> None:
+    """The process that queued a job announces its place; once the other one has run and posted it, a position
+    update still waiting for the edit interval must not land on top of the image."""
+    env = {"MAX_CONCURRENT_JOBS_PER_PROCESS": "1", "STATUS_EDIT_INTERVAL_SECONDS": "1.5"}
+    async with shard_processes(tmp_path, postgres_url, env) as cluster:
+        holds = [Hold(), Hold()]
+        cluster.api.queue(*holds)  # keeps each process busy with one job
+        alice = cluster.member("alice", cluster.guilds[0])
+        first = await cluster.draw(alice, cluster.guilds[0], "held 1")
+        await asyncio.wait_for(holds[0].arrived.wait(), 10)
+        second = await cluster.draw(alice, cluster.guilds[0], "held 2")
+        await asyncio.wait_for(holds[1].arrived.wait(), 10)
+        busy = cluster.shard_of_key(cluster.calls("held 1")[0].api_key)  # stays busy to the end
+        guild = cluster.guilds[busy]  # its requests are queued by the busy process
+        bob, carol = cluster.member("bob", guild), cluster.member("carol", guild)
+        ahead = await cluster.draw(bob, guild, "ahead")
+        record = await cluster.draw(carol, guild, "behind")
+        await record.wait_for(lambda r: r.message is not None and "position 2" in r.message.content, 5, "position 2")
+
+        holds[1].release()  # the other process runs "ahead", then "behind"; the busy one cannot
+        for done in (second, ahead, record):
+            assert (await outcome(done)).attachments
+        assert cluster.shard_of_key(cluster.calls("behind")[0].api_key) == 1 - busy
+        await asyncio.sleep(2)  # past the edit interval of the busy process
+        message = record.message
+        assert message is not None and message.attachments and not is_status(message), message.content
+        assert {custom_id.split(":")[1] for custom_id in message.custom_ids} == {
+            "reroll",
+            "vary",
+            "ref",
+            "details",
+            "delete",
+        }
+        holds[0].release()
+        assert (await outcome(first)).attachments
+        assert await cluster.settled() == {"reserved": 0, "committed": 4, "refunded": 0}
