@@ -14,6 +14,10 @@ Tour::
     fake.assert_no_violations()                    # every body was valid for Discord's OpenAPI spec
     await fake.close()
 
+Sharding: ``FakeDiscord(shard_count=2)`` recommends two shards; each IDENTIFY with ``shard: [id, count]`` gets a
+session of its own, and each guild's events go to the session of shard ``(guild_id >> 22) % count``
+(``fake.add_guild(shard=1)`` makes a guild on shard 1; ``fake.wait_for_shards([1], 2)`` waits for its session).
+
 Modules: ``fake`` (the façade), ``world`` (users, guilds, permissions), ``commands`` (synced commands,
 invocation data), ``interactions`` (records, payloads), ``routes`` + ``rest`` (HTTP), ``gateway``,
 ``openapi`` (validation), ``models`` (records), ``pytest_plugin`` (the ``fake_discord`` fixture).
