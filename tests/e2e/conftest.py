@@ -1,6 +1,6 @@
 """The in-process end-to-end tests run on SQLite; those marked `both_databases` on PostgreSQL too (a fresh
 database each, from tests/postgres.py). `E2E_DATABASE=postgresql scripts/test tests/e2e` runs every one of them on
-PostgreSQL instead, except those marked `sqlite_only` (a behaviour that differs on a store shared by processes).
+PostgreSQL instead, except those marked `sqlite_only` (they rely on what only SQLite's single connection gives).
 """
 
 from __future__ import annotations
