@@ -171,7 +171,6 @@ async def test_exhausted_quota_says_when_it_resets_and_costs_nothing(tmp_path: P
         assert await harness.ledger() == {"reserved": 0, "committed": 2, "refunded": 0}
 
 
-@pytest.mark.both_databases
 async def test_quota_command_shows_used_left_and_reset(harness: BotHarness) -> None:
     await outcome(await harness.draw())
     message = await outcome(await harness.discord.invoke("quota"))

@@ -151,8 +151,8 @@ async def test_both_shards_draw_and_only_shard_0_registers_the_commands(tmp_path
 
 async def test_the_api_limit_is_global_across_the_processes(tmp_path: Path, postgres_url: str) -> None:
     async with shard_processes(tmp_path, postgres_url, {"MAX_CONCURRENT_JOBS": "2"}) as cluster:
-        cluster.api.default_response = FakeResponse.delay(0.25)
-        users = [cluster.member(f"user{n}", cluster.guilds[n % 2]) for n in range(6)]
+        cluster.api.default_response = FakeResponse.delay(0.2)
+        users = [cluster.member(f"user{n}", cluster.guilds[n % 2]) for n in range(4)]
         records = [
             await cluster.draw(user, cluster.guilds[n % 2], f"picture {n}.{round_}")
             for round_ in range(2)
@@ -162,8 +162,8 @@ async def test_the_api_limit_is_global_across_the_processes(tmp_path: Path, post
         assert all(message.attachments for message in messages)
         assert cluster.api.max_in_flight == 2
         assert {cluster.shard_of_key(request.api_key) for request in cluster.api.requests} == {0, 1}
-        assert await cluster.settled() == {"reserved": 0, "committed": 12, "refunded": 0}
-        assert len(cluster.api.requests) == 12
+        assert await cluster.settled() == {"reserved": 0, "committed": 8, "refunded": 0}
+        assert len(cluster.api.requests) == 8
 
 
 async def test_buttons_work_on_an_image_the_other_process_made(tmp_path: Path, postgres_url: str) -> None:

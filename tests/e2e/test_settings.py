@@ -137,7 +137,6 @@ async def test_cooldown_setting(harness: BotHarness) -> None:
     assert (await outcome(await harness.draw(alice))).attachments
 
 
-@pytest.mark.both_databases
 async def test_feature_settings(harness: BotHarness) -> None:
     admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
     await configure(harness, admin, "features character", enabled=False)
