@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from storage import Store, open_store
 from storage.base import JobRow
 from tests.e2e.harness import API_KEY, is_status, outcome
@@ -79,9 +77,10 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def shard_processes(
-    tmp_path: Path, database_url: str, env: dict[str, str] | None = None
+    tmp_path: Path, database_url: str, env: dict[str, str] | None = None, *, started: tuple[int, ...] = (0, 1)
 ) -> AsyncIterator[Cluster]:
-    """Both processes started (at the same time) and READY on their shard, with a guild on each shard."""
+    """The processes of `started` (both by default, at the same time) READY on their shard, with a guild on each
+    shard."""
     async with FakeDoubao(api_key=API_KEY) as api:
         discord = FakeDiscord(shard_count=2)
         await discord.start()
@@ -95,7 +94,7 @@ async def shard_processes(
                 BotProcess(discord, api, tmp_path / f"shard-{shard_id}", settings, database_url=database_url)
             )
         try:
-            await asyncio.gather(*(process.start() for process in processes))
+            await asyncio.gather(*(processes[shard_id].start() for shard_id in started))
             async with open_store(database_url) as store:
                 yield Cluster(discord, api, processes, guilds, store)
         finally:
@@ -109,13 +108,18 @@ class Hold:
     """Scripted answer of the fake 302.ai: waits for `release()` before drawing the image."""
 
     def __init__(self) -> None:
-        self.arrived = asyncio.Event()
+        self._arrivals: asyncio.Queue[None] = asyncio.Queue()
         self._released = asyncio.Event()
 
     async def __call__(self, _payload: object) -> FakeResponse:
-        self.arrived.set()
+        self._arrivals.put_nowait(None)
         await self._released.wait()
         return FakeResponse.success_urls()
+
+    async def arrived(self, calls: int = 1) -> None:
+        """Until `calls` more calls are held."""
+        for _ in range(calls):
+            await asyncio.wait_for(self._arrivals.get(), 10)
 
     def release(self) -> None:
         self._released.set()
@@ -173,7 +177,7 @@ async def test_buttons_work_on_an_image_the_other_process_made(tmp_path: Path, p
         cluster.api.queue(hold)
         alice = cluster.member("alice", cluster.guilds[0])
         held = await cluster.draw(alice, cluster.guilds[0], "held")
-        await asyncio.wait_for(hold.arrived.wait(), 10)
+        await hold.arrived()
         busy = cluster.shard_of_key(cluster.calls("held")[0].api_key)
         guild = cluster.guilds[busy]  # its clicks reach the busy process
         bob, carol = cluster.member("bob", guild), cluster.member("carol", guild)
@@ -201,57 +205,47 @@ async def test_buttons_work_on_an_image_the_other_process_made(tmp_path: Path, p
         assert await cluster.settled() == {"reserved": 0, "committed": 3, "refunded": 0}
 
 
-@pytest.mark.parametrize("token", ["usable", "expired"])
-async def test_a_killed_process_job_is_finished_once_by_the_other(
-    tmp_path: Path, postgres_url: str, token: str
-) -> None:
-    async with shard_processes(tmp_path, postgres_url) as cluster:
-        if token == "expired":
-            # Discord would still take the token, but it is too near its end to start the job again.
-            cluster.discord.token_ttl = 31.0
+async def test_the_jobs_of_a_killed_process_are_finished_once_by_the_other(tmp_path: Path, postgres_url: str) -> None:
+    """Shard 0's process, alone at first, takes two jobs; it is killed in the middle of both API calls once shard 1's
+    is up. Within the lease time the survivor runs again the job whose interaction token is still usable and
+    refunds (telling the requester) the one whose token is too near its end: each exactly once."""
+    async with shard_processes(tmp_path, postgres_url, started=(0,)) as cluster:
         hold = Hold()
-        cluster.api.queue(hold)
-        alice = cluster.member("alice", cluster.guilds[0])
-        record = await cluster.draw(alice, cluster.guilds[0], "interrupted")
-        await asyncio.wait_for(hold.arrived.wait(), 10)
-        victim = cluster.shard_of_key(cluster.calls("interrupted")[0].api_key)
-        survivor = 1 - victim
-        job = await cluster.job_of("interrupted")
-        assert job.state == "running" and job.lease_owner is not None
+        cluster.api.default_response = hold
+        guild, channel = cluster.guilds[0], cluster.guilds[0].channel("general")
+        alice, bob = cluster.member("alice", guild), cluster.member("bob", guild)
+        again = await cluster.draw(alice, guild, "run again")
+        cluster.discord.token_ttl = 31.0  # Discord would still take bob's token, but it is too near its end
+        await cluster.draw(bob, guild, "refunded")
+        await hold.arrived(2)
+        jobs = [await cluster.job_of(prompt) for prompt in ("run again", "refunded")]
+        assert [job.state for job in jobs] == ["running", "running"]
+        assert len({job.lease_owner for job in jobs} - {None}) == 1  # both leased to shard 0's process
+        assert {cluster.shard_of_key(request.api_key) for request in cluster.api.requests} == {0}
+        await cluster.processes[1].start()
+        cluster.api.default_response = None
 
         loop = asyncio.get_running_loop()
-        await cluster.processes[victim].kill()
+        await cluster.processes[0].kill()
         killed_at = loop.time()
-
-        if token == "usable":
-            message = await outcome(record, timeout=2 * LEASE_SECONDS)
-            assert message.attachments
-            calls = cluster.calls("interrupted")
-            assert [cluster.shard_of_key(call.api_key) for call in calls] == [victim, survivor]
-            expected = {"reserved": 0, "committed": 1, "refunded": 0}
-        else:
-            channel = cluster.guilds[0].channel("general")
-            message = await cluster.discord.wait_for_channel_message(
-                channel, lambda m: "restarted before your image was finished" in m.content, timeout=2 * LEASE_SECONDS
-            )
-            assert f"<@{alice.id}>" in message.content
-            assert len(cluster.calls("interrupted")) == 1  # not run again
-            expected = {"reserved": 0, "committed": 0, "refunded": 1}
-        # The lease runs out at most LEASE_SECONDS after the kill; the survivor looks every third of it.
+        image = await outcome(again, timeout=2 * LEASE_SECONDS)
+        told = await cluster.discord.wait_for_channel_message(
+            channel, lambda m: "restarted before your image was finished" in m.content, timeout=2 * LEASE_SECONDS
+        )
+        # A lease runs out at most LEASE_SECONDS after the kill; the survivor looks every third of that.
         assert loop.time() - killed_at < LEASE_SECONDS + LEASE_SECONDS / 3 + 1.5
-        assert await cluster.settled() == expected
+        assert image.attachments and f"<@{bob.id}>" in told.content
+        assert await cluster.settled() == {"reserved": 0, "committed": 1, "refunded": 1}
+
         await asyncio.sleep(0.5)  # room for a wrong second image or second notice
-        assert len(cluster.images_in(cluster.guilds[0])) == (1 if token == "usable" else 0)
-        told = [
-            m
-            for m in cluster.discord.channel_messages(cluster.guilds[0].channel("general"))
-            if "restarted" in m.content
-        ]
-        assert len(told) == (0 if token == "usable" else 1)
-        assert await cluster.store.ledger_totals() == expected
-        final = await cluster.store.get_job(job.id)
-        assert final is not None and final.lease_owner not in (None, job.lease_owner)
-        assert (final.state, final.attempts) == (("done", 1) if token == "usable" else ("failed", 0))
+        assert cluster.images_in(guild) == [image]
+        assert [m for m in cluster.discord.channel_messages(channel) if "restarted" in m.content] == [told]
+        assert [cluster.shard_of_key(call.api_key) for call in cluster.calls("run again")] == [0, 1]
+        assert [cluster.shard_of_key(call.api_key) for call in cluster.calls("refunded")] == [0]
+        assert await cluster.store.ledger_totals() == {"reserved": 0, "committed": 1, "refunded": 1}
+        finals = [await cluster.store.get_job(job.id) for job in jobs]
+        assert [(row.state, row.attempts) for row in finals if row] == [("done", 1), ("failed", 0)]
+        assert all(row and row.lease_owner not in (None, jobs[0].lease_owner) for row in finals)  # the survivor's
 
 
 async def test_a_job_run_by_the_other_process_keeps_its_image_and_buttons(tmp_path: Path, postgres_url: str) -> None:
@@ -263,9 +257,9 @@ async def test_a_job_run_by_the_other_process_keeps_its_image_and_buttons(tmp_pa
         cluster.api.queue(*holds)  # keeps each process busy with one job
         alice = cluster.member("alice", cluster.guilds[0])
         first = await cluster.draw(alice, cluster.guilds[0], "held 1")
-        await asyncio.wait_for(holds[0].arrived.wait(), 10)
+        await holds[0].arrived()
         second = await cluster.draw(alice, cluster.guilds[0], "held 2")
-        await asyncio.wait_for(holds[1].arrived.wait(), 10)
+        await holds[1].arrived()
         busy = cluster.shard_of_key(cluster.calls("held 1")[0].api_key)  # stays busy to the end
         guild = cluster.guilds[busy]  # its requests are queued by the busy process
         bob, carol = cluster.member("bob", guild), cluster.member("carol", guild)
