@@ -101,6 +101,7 @@ class JobService:
         self._queue_changed = asyncio.Event()  # wakes the dispatcher
         self._positions_changed = asyncio.Event()  # wakes the announcer
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease_keeper: asyncio.Task[None] | None = None
         self._accepting = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -305,7 +306,7 @@ class JobService:
             asyncio.create_task(self._sweep_pending(), name="approval-sweeper"),
         ]
         if self._store.multi_process:
-            self._tasks.append(asyncio.create_task(self._keep_leases(), name="job-leases"))
+            self._lease_keeper = asyncio.create_task(self._keep_leases(), name="job-leases")
         self._accepting = True
         self._queue_changed.set()
         self._positions_changed.set()
@@ -530,14 +531,11 @@ class JobService:
 
         Queued jobs are refunded when this process is the only one; with several, they stay for the others.
         """
-        if not self._accepting and not self._tasks:
+        if not self._accepting and not self._tasks and self._lease_keeper is None:
             return
         self._accepting = False
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The leases are kept while running jobs finish, or another process would take them over meanwhile.
+        await _cancel(self._tasks)
         self._tasks = []
         if not self._store.multi_process:
             await self._refund_queued()
@@ -548,6 +546,9 @@ class JobService:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+        if self._lease_keeper is not None:
+            await _cancel([self._lease_keeper])
+            self._lease_keeper = None
         self._queued_here.clear()
         self._update_idle()
 
@@ -578,6 +579,14 @@ class JobService:
     async def recent(self, *, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
         rows = await self._store.recent_jobs(guild_id=guild_id, user_id=user_id, limit=limit)
         return [Job.from_row(row) for row in rows]
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _bracket(position: int) -> int:

@@ -20,7 +20,7 @@ from core.config import ApiExtras
 from core.doubao import DoubaoClient
 from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
-from core.job import DeliveryError, Job, JobLimits, JobRequest, JobState, ReplyTarget, rerolled
+from core.job import DeliveryError, Job, JobLimits, JobRequest, JobState, ReplyTarget, format_time, rerolled
 from core.jobs import JobService
 from core.params import CharacterParams, Command, DrawParams
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
@@ -710,3 +710,38 @@ def test_a_place_far_back_is_announced_only_when_it_crosses_a_bound() -> None:
     assert [_bracket(position) for position in (1, 2, 10)] == [1, 2, 10]
     assert _bracket(11) == _bracket(20) != _bracket(21) == _bracket(50) != _bracket(51)
     assert _bracket(4999) == 5000 and _bracket(10**6) == _bracket(5001)
+
+
+async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(
+    postgres_url: str, api: FakeDoubao, session: aiohttp.ClientSession, events: RecordedEvents
+) -> None:
+    # Several processes share PostgreSQL: a process that is shutting down keeps renewing the leases of the jobs it
+    # lets finish, so that no other process takes them over (and calls the API for them again) meanwhile.
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_payload):
+        started.set()
+        await release.wait()
+        return FakeResponse.success_urls()
+
+    api.default_response = held
+    async with open_store(postgres_url) as store:
+        client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=10, max_attempts=1)
+        limits = JobLimits(lease_seconds=0.6, shutdown_grace=5.0)
+        service = JobService(
+            store=store,
+            quota=QuotaService(store, daily_limit=5),
+            client=client,
+            session=session,
+            extras=ApiExtras(),
+            limits=limits,
+        )
+        await service.start(events)
+        job = await service.submit(draw())
+        await started.wait()
+        stopping = asyncio.create_task(service.shutdown())
+        await asyncio.sleep(1.5)  # well past the lease's first term
+        assert await store.expired_leases(format_time(datetime.now(UTC))) == []
+        release.set()
+        await stopping
+        assert job.state is JobState.DONE and len(api.requests) == 1
