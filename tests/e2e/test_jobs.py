@@ -121,7 +121,7 @@ async def test_a_slow_discord_does_not_hold_the_api_slot(tmp_path: Path) -> None
 @pytest.mark.both_databases
 async def test_cancel_by_the_requester_refunds(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env=SLOW) as harness:
-        slow_api(harness)
+        slow_api(harness, 1.5)  # the second job stays queued while it is cancelled
         await status_line(await harness.draw(member(harness, "first"), prompt="first"), "🎨")
         alice = member(harness, "alice")
         record = await harness.draw(alice, prompt="second")
@@ -141,7 +141,7 @@ async def test_cancel_by_the_requester_refunds(tmp_path: Path) -> None:
 
 async def test_a_moderator_can_cancel(tmp_path: Path) -> None:
     async with running_harness(tmp_path, env=SLOW) as harness:
-        slow_api(harness)
+        slow_api(harness, 1.5)  # the second job stays queued while it is cancelled
         await harness.draw(member(harness, "first"))
         record = await harness.draw(member(harness, "alice"))
         queued = await status_line(record, "⏳")

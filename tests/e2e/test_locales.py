@@ -99,7 +99,8 @@ async def test_every_failure_in_the_users_language(harness: BotHarness, locale: 
 async def test_status_and_cancel_in_the_users_language(tmp_path: Path, locale: str) -> None:
     language = LOCALES[locale]
     async with running_harness(tmp_path, env={"MAX_CONCURRENT_JOBS": "1"}) as harness:
-        harness.api.default_response = lambda _payload: FakeResponse.delay(0.3, then=FakeResponse.success_urls())
+        # The first job takes long enough for the second to be cancelled while it waits, even on a busy machine.
+        harness.api.default_response = lambda _payload: FakeResponse.delay(1.5, then=FakeResponse.success_urls())
         await harness.draw(person(harness, "first", "en-US"))
         user = person(harness, "u", locale)
         record = await harness.draw(user)
