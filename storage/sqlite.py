@@ -187,7 +187,8 @@ _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UP
 _TURN = (
     "CASE WHEN :state = 'queued' THEN MAX("
     f"COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{ROUND_KEY}'), 0),"
-    f" COALESCE((SELECT MAX(turn) + 1 FROM jobs WHERE user_id = :user_id AND state IN ({_IN_SERVICE})), 0)) END"
+    f" COALESCE((SELECT MAX(turn) + 1 FROM jobs INDEXED BY jobs_by_requester"
+    f" WHERE user_id = :user_id AND state IN ({_IN_SERVICE})), 0)) END"
 )
 _INSERT_JOB = f"""
     INSERT INTO jobs ({", ".join(JOB_COLUMNS)}, quota_period)
