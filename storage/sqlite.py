@@ -182,14 +182,20 @@ _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still cou
 ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
+
 # A new job with its reservation (the jobs_reserve_quota trigger), only while the member's quota and active jobs
 # and the queue allow, with its turn when it is queued: one statement.
-_TURN = (
-    "CASE WHEN :state = 'queued' THEN MAX("
-    f"COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{ROUND_KEY}'), 0),"
-    f" COALESCE((SELECT MAX(turn) + 1 FROM jobs INDEXED BY jobs_by_requester"
-    f" WHERE user_id = :user_id AND state IN ({_IN_SERVICE})), 0)) END"
-)
+def _next_turn(user_id: str) -> str:
+    """SQL for the turn of a job `user_id` (an expression) queues: the current round for a member with nothing in
+    service, else one past their latest turn."""
+    return (
+        f"MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{ROUND_KEY}'), 0),"
+        " COALESCE((SELECT MAX(mine.turn) + 1 FROM jobs AS mine INDEXED BY jobs_by_requester"
+        f" WHERE mine.user_id = {user_id} AND mine.state IN ({_IN_SERVICE})), 0))"
+    )
+
+
+_TURN = f"CASE WHEN :state = 'queued' THEN {_next_turn(':user_id')} END"
 _INSERT_JOB = f"""
     INSERT INTO jobs ({", ".join(JOB_COLUMNS)}, quota_period)
     SELECT {", ".join(_TURN if name == "turn" else f":{name}" for name in JOB_COLUMNS)}, :window
@@ -311,36 +317,20 @@ class SQLiteStore:
             cursor = await self._db.execute(query, arguments)
             return cursor.rowcount
 
-    async def _next_turn(self, db: aiosqlite.Connection, user_id: int) -> int:
-        """The current round for a user with nothing in service, else one past their latest turn."""
-        current = int(await self._meta_in(db, ROUND_KEY) or 0)
-        query = f"SELECT MAX(turn) FROM jobs WHERE user_id = ? AND state IN ({_IN_SERVICE})"
-        async with db.execute(query, (user_id,)) as cursor:
-            row = await cursor.fetchone()
-        latest = row[0] if row else None
-        return current if latest is None else max(current, latest + 1)
-
-    async def _meta_in(self, db: aiosqlite.Connection, key: str) -> str | None:
-        async with db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
-
     async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
         expected = tuple(str(name) for name in expect)
-        async with self._transaction() as db:
-            async with db.execute("SELECT state, user_id, turn FROM jobs WHERE id = ?", (job_id,)) as cursor:
-                row = await cursor.fetchone()
-            if row is None or row[0] not in expected:
-                return False
-            state, user_id, turn = row
-            if turn is None:
-                turn = await self._next_turn(db, user_id)
-            await db.execute(
-                "UPDATE jobs SET state = 'queued', turn = ?, attempts = attempts + ?, lease_owner = NULL,"
-                " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
-                (turn, 1 if state == "running" else 0, utc_now(), job_id),
-            )
-            return True
+        placeholders = ", ".join("?" for _ in expected)
+        # A re-run keeps its turn (it goes first); an approved job gets one now.
+        changed = await self._write(
+            f"""
+            UPDATE jobs SET state = 'queued', turn = COALESCE(turn, {_next_turn("jobs.user_id")}),
+                            attempts = attempts + (state = 'running'), lease_owner = NULL, lease_expires_at = NULL,
+                            updated_at = ?
+            WHERE id = ? AND state IN ({placeholders})
+            """,
+            (utc_now(), job_id, *expected),
+        )
+        return changed == 1
 
     async def claim_job(self, *, owner: str, lease_until: str, max_running: int) -> JobRow | None:
         query = f"""
