@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -25,9 +24,9 @@ from core.jobs import JobService
 from core.params import CharacterParams, Command, DrawParams
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store
+from tests.core.conftest import API_KEY
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse, make_png
 
-API_KEY = "sk-job-test-key-0123456789"
 GUILD, CHANNEL, USER = 100, 200, 300
 BIG = 10 * 1024 * 1024
 
@@ -73,24 +72,6 @@ class RecordedEvents:
 
     def errors(self) -> list[str | None]:
         return [job.outcome_key for job in self.told]
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeDoubao]:
-    async with FakeDoubao(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(f"sqlite:///{tmp_path}/bot.sqlite3") as opened:
-        yield opened
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
 
 
 StartService = Callable[..., Awaitable[JobService]]
@@ -241,16 +222,22 @@ async def test_api_calls_in_flight_are_bounded(service, api) -> None:
     assert api.max_in_flight == 2
 
 
-async def order_served(service: JobService, api: FakeDoubao, first: str, then: list[tuple[str, int]]) -> list[str]:
-    """Submits `first` (user 1) and holds it at the API while the others queue; the order the API saw them in."""
+def hold(api: FakeDoubao) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds every API call until the second event is set; the first is set once a call is being held."""
     started, release = asyncio.Event(), asyncio.Event()
 
-    async def held(_payload):
+    async def held(_payload: object) -> FakeResponse:
         started.set()
         await release.wait()
         return FakeResponse.success_urls()
 
     api.default_response = held
+    return started, release
+
+
+async def order_served(service: JobService, api: FakeDoubao, first: str, then: list[tuple[str, int]]) -> list[str]:
+    """Submits `first` (user 1) and holds it at the API while the others queue; the order the API saw them in."""
+    started, release = hold(api)
     await service.submit(draw(first, user=1))
     await started.wait()  # the first job is with the API, the queue is empty
     for prompt, user in then:
@@ -717,14 +704,7 @@ async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(
 ) -> None:
     # Several processes share PostgreSQL: a process that is shutting down keeps renewing the leases of the jobs it
     # lets finish, so that no other process takes them over (and calls the API for them again) meanwhile.
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held(_payload):
-        started.set()
-        await release.wait()
-        return FakeResponse.success_urls()
-
-    api.default_response = held
+    started, release = hold(api)
     async with open_store(postgres_url) as store:
         client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=10, max_attempts=1)
         limits = JobLimits(lease_seconds=0.6, shutdown_grace=5.0)

@@ -24,26 +24,8 @@ from core.metrics import API_ERROR_KINDS, Metrics
 from core.ops_server import OpsServer, OpsServerError, ops_server
 from core.quota import QuotaService
 from storage import Store, open_store
-from tests.core.test_jobs import API_KEY, RecordedEvents, draw
+from tests.core.test_jobs import API_KEY, RecordedEvents, draw, hold
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeDoubao]:
-    async with FakeDoubao(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(f"sqlite:///{tmp_path}/bot.sqlite3") as opened:
-        yield opened
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -73,19 +55,6 @@ async def service(
         yield service
     finally:
         await service.shutdown()
-
-
-def hold(api: FakeDoubao) -> tuple[asyncio.Event, asyncio.Event]:
-    """Holds every API call until the second event is set; the first is set once a call is being held."""
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held(payload: Any) -> FakeResponse:
-        started.set()
-        await release.wait()
-        return FakeResponse.success_urls()
-
-    api.default_response = held
-    return started, release
 
 
 async def state_of(service: JobService, job_id: str) -> JobState | None:
