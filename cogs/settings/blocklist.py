@@ -24,10 +24,7 @@ class BlocklistCommands(SettingsCommands):
         self, interaction: discord.Interaction, pattern: Range[str, 1, 200], regex: bool = False
     ) -> None:
         assert interaction.guild_id is not None
-        try:
-            entry = validate(BlockEntry(pattern, is_regex=regex))
-        except InvalidPattern as error:
-            raise InvalidInput("error.bad_pattern", problem=str(error)) from None
+        entry = _entry(pattern, regex)
         await self._update(interaction, blocklist=adding(entry))
         await self._done(interaction, "settings.blocklist_added", pattern=entry.pattern)
 
@@ -39,10 +36,7 @@ class BlocklistCommands(SettingsCommands):
         self, interaction: discord.Interaction, pattern: Range[str, 1, 200], regex: bool = False
     ) -> None:
         assert interaction.guild_id is not None
-        try:
-            entry = validate(BlockEntry(pattern, is_regex=regex))
-        except InvalidPattern as error:
-            raise InvalidInput("error.bad_pattern", problem=str(error)) from None
+        entry = _entry(pattern, regex)
         policy = await self.bot.policy.get(interaction.guild_id)
         if entry not in policy.blocklist:
             raise InvalidInput("error.pattern_not_listed", pattern=entry.pattern)
@@ -64,3 +58,11 @@ class BlocklistCommands(SettingsCommands):
     async def blocklist_builtin(self, interaction: discord.Interaction, enabled: bool) -> None:
         await self._update(interaction, builtin_blocklist=enabled)
         await self._done(interaction, "settings.blocklist_builtin", state=on_off(interaction, enabled))
+
+
+def _entry(pattern: str, regex: bool) -> BlockEntry:
+    """The entry as the blocklist stores it; an unusable pattern is the admin's input error."""
+    try:
+        return validate(BlockEntry(pattern, is_regex=regex))
+    except InvalidPattern as error:
+        raise InvalidInput("error.bad_pattern", problem=str(error)) from None
