@@ -121,9 +121,15 @@ class JobService:
         if not self._accepting:
             raise UserFacingError("error.restarting")
         if record.queued_jobs >= self.limits.max_queue:
-            raise UserFacingError("error.queue_full")
+            raise self._refusal(Created.QUEUE_FULL)
         if record.active_jobs >= self.limits.max_per_user:
-            raise UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
+            raise self._refusal(Created.TOO_MANY_JOBS)
+
+    def _refusal(self, limit: Created) -> UserFacingError:
+        """What the member is told when the queue or their number of jobs is at its limit."""
+        if limit is Created.QUEUE_FULL:
+            return UserFacingError("error.queue_full")
+        return UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
 
     async def submit(self, request: JobRequest) -> Job:
         """Reserves the quota with a new job row and queues it; raises a UserFacingError when refused."""
@@ -157,10 +163,8 @@ class JobService:
         )
         if created is Created.QUOTA_EXHAUSTED:
             raise exhausted(job.quota_limit, window.resets_at)
-        if created is Created.QUEUE_FULL:
-            raise UserFacingError("error.queue_full")
-        if created is Created.TOO_MANY_JOBS:
-            raise UserFacingError("error.too_many_jobs", limit=self.limits.max_per_user)
+        if not created:
+            raise self._refusal(created)
         log.info("job %s %s: %s by user %s in guild %s", job.id, job.state, job.command, job.user_id, job.guild_id)
         if job.state is JobState.PENDING:
             await self._ask_moderators(job)
