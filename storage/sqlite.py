@@ -7,10 +7,10 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiosqlite
 
@@ -25,6 +25,11 @@ from storage._rows import (
 from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, Created, JobRow, MemberRecord
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+# A write for the write connection's thread (`SQLiteStore._step`): a statement, and any reads its caller needs after
+# it in the same transaction; returns what the caller gets back.
+_Step = Callable[[sqlite3.Connection], Any]
 
 # Each entry moves the schema one version up; never edit one that has shipped, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -149,7 +154,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_queue ON jobs (state, turn);
     CREATE INDEX jobs_by_requester ON jobs (user_id, state);
     """,
-    # v6: the writes of a job's life are one statement each (one trip to SQLite's thread, no BEGIN/COMMIT): the
+    # v6: the writes of a job's life are one statement each (so they commit in batches, `SQLiteStore._step`): the
     # reservation made with the job, the settling with its final state, and the queue's round moved by a claim
     # are done by these triggers, in the same statement.
     """
@@ -221,6 +226,9 @@ class SQLiteStore:
         self._reader = reader or connection
         # aiosqlite shares one connection between coroutines: a transaction must not interleave with another.
         self._write_lock = asyncio.Lock()
+        # Writes waiting to commit together (`_step`), and the task that commits them.
+        self._steps: list[tuple[_Step, asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str], None]] = []
 
     @classmethod
@@ -246,6 +254,8 @@ class SQLiteStore:
         return store
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer
         if self._reader is not self._db:
             await self._reader.close()
         await self._db.close()
@@ -263,6 +273,50 @@ class SQLiteStore:
                     await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
+
+    async def _step(self, step: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Runs `step` on the write connection's thread; returns once it is committed. The steps that wait meanwhile
+        commit together, in one trip to the thread and one transaction, rather than a trip each (the trips, more
+        than SQLite, were what writes cost). A step that raises fails alone; one cancelled before its batch starts
+        does not run."""
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._steps.append((step, future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_steps())
+        return await future
+
+    async def _commit_steps(self) -> None:
+        try:
+            while self._steps:
+                async with self._write_lock:  # after any `_transaction()` that asked first
+                    batch = [(step, future) for step, future in self._steps if not future.done()]
+                    self._steps.clear()
+                    if batch:
+                        await self._commit_batch(batch)
+        finally:
+            self._committer = None
+            for _, future in self._steps:  # left only if this task was cancelled (the loop is closing)
+                future.cancel()
+            self._steps.clear()
+
+    async def _commit_batch(self, batch: list[tuple[_Step, asyncio.Future[Any]]]) -> None:
+        try:
+            # aiosqlite has no public way to run a function on its connection's thread; `_execute` is what its own
+            # methods use, and this is the one place the store uses it.
+            outcomes = await self._db._execute(_run_batch, self._db._conn, [step for step, _ in batch])
+        except Exception as error:  # nothing was committed: BEGIN or COMMIT failed, or SQLite ended the transaction
+            outcomes = [(None, error)] * len(batch)
+        except BaseException:  # this task was cancelled; the thread may still commit the batch
+            for _, future in batch:
+                future.cancel()
+            raise
+        for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue  # its caller was cancelled while the batch ran; it was committed all the same
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
     async def _migrate(self) -> None:
         # Processes opening one file together take turns: the version is read inside the write transaction.
@@ -293,29 +347,29 @@ class SQLiteStore:
     ) -> Created:
         values = dict(zip(JOB_COLUMNS, job_values(job, created_at=utc_now()), strict=True))
         limits = {"window": window, "reserve_limit": limit, "max_per_user": max_per_user, "max_queue": max_queue}
-        async with self._write_lock:
-            cursor = await self._db.execute(_INSERT_JOB, values | limits)
-            if cursor.rowcount == 1:
+
+        def insert(db: sqlite3.Connection) -> Created:
+            if db.execute(_INSERT_JOB, values | limits).rowcount == 1:
                 return Created.CREATED
-            # Refused: say which limit (under the same lock, so nothing changed meanwhile).
-            queued = await self._value("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+            # Refused: say which limit, read right after in the same transaction, so nothing changed meanwhile.
+            [(queued,)] = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchall()
             if max_queue is not None and job.state == "queued" and queued >= max_queue:
                 return Created.QUEUE_FULL
             active = f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state IN ({_ACTIVE})"
-            if max_per_user is not None and await self._value(active, job.user_id) >= max_per_user:
+            if max_per_user is not None and db.execute(active, (job.user_id,)).fetchall()[0][0] >= max_per_user:
                 return Created.TOO_MANY_JOBS
             return Created.QUOTA_EXHAUSTED
+
+        return await self._step(insert)
 
     async def _value(self, query: str, *arguments: Any) -> Any:
         """The first column of the first row (one trip to SQLite's thread), or None."""
         rows = list(await self._reader.execute_fetchall(query, arguments))
         return rows[0][0] if rows else None
 
-    async def _write(self, query: str, arguments: Iterable[Any] | dict[str, Any]) -> int:
+    async def _write(self, query: str, arguments: Sequence[Any] | dict[str, Any]) -> int:
         """One statement, atomic on its own (with its triggers); returns how many rows it changed."""
-        async with self._write_lock:
-            cursor = await self._db.execute(query, arguments)
-            return cursor.rowcount
+        return await self._step(lambda db: db.execute(query, arguments).rowcount)
 
     async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
         expected = tuple(str(name) for name in expect)
@@ -340,8 +394,7 @@ class SQLiteStore:
             RETURNING {", ".join(JOB_COLUMNS)}
         """
         arguments = {"owner": owner, "lease": lease_until, "now": utc_now(), "max_running": max_running}
-        async with self._write_lock:
-            rows = list(await self._db.execute_fetchall(query, arguments))
+        rows = await self._step(lambda db: db.execute(query, arguments).fetchall())
         return job_from_row(rows[0]) if rows else None
 
     async def queued_job_ids(self) -> list[str]:
@@ -617,6 +670,31 @@ def _statements(script: str) -> list[str]:
     if pending.strip(" \n;"):
         raise ValueError(f"an incomplete statement in a migration: {pending.strip()[:60]!r}")
     return statements
+
+
+def _run_batch(db: sqlite3.Connection, steps: list[_Step]) -> list[tuple[Any, Exception | None]]:
+    """On the write connection's thread: the steps in one transaction, each its result or its error. A step that
+    raises is rolled back to its savepoint and the others still commit; if SQLite itself ended the transaction (a
+    full disk, say), none do and the batch raises."""
+    db.execute("BEGIN IMMEDIATE")
+    outcomes: list[tuple[Any, Exception | None]] = []
+    try:
+        for step in steps:
+            db.execute("SAVEPOINT step")
+            try:
+                outcomes.append((step(db), None))
+            except Exception as error:
+                if not db.in_transaction:
+                    raise
+                db.execute("ROLLBACK TO step")
+                outcomes.append((None, error))
+            db.execute("RELEASE step")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 async def _use_wal(connection: aiosqlite.Connection, attempts: int = 100) -> None:

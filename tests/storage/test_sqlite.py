@@ -1,7 +1,9 @@
-"""What only the SQLite store does: file URLs, folders, and the upgrade from its older schemas."""
+"""What only the SQLite store does: file URLs, folders, the upgrade from its older schemas, and writes committed
+together in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -46,3 +48,58 @@ async def test_migrating_from_v2_keeps_jobs(tmp_path: Path) -> None:
         assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 0
     finally:
         await store.close()
+
+
+# -- writes made meanwhile commit together ---------------------------------------------------------
+
+
+async def test_a_write_that_fails_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert await reserve(store, "taken")
+        with sqlite3.connect(path) as db:  # a reservation without its job: the job's trigger will fail on it
+            db.execute(
+                "INSERT INTO quota_ledger (job_id, guild_id, user_id, period, state, created_at)"
+                " VALUES ('orphan', 1, 99, 'other', 'reserved', '2026-11-21T00:00:00+00:00')"
+            )
+        names = ["job-1", "taken", "job-2", "orphan", "job-3"]
+        # Made in one go, they commit in one batch.
+        outcomes = await asyncio.gather(*(reserve(store, name, limit=10) for name in names), return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [bool, sqlite3.IntegrityError] * 2 + [bool]
+        assert all(outcome is True for outcome in outcomes[::2])
+        assert await store.get_job("orphan") is None  # its INSERT was undone with its trigger's
+        assert await store.used_quota(guild_id=GUILD, user_id=USER, window=DAY) == 4
+
+
+async def test_writes_return_once_committed_and_a_cancelled_caller_leaves_its_batch_whole(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    async with open_store(f"sqlite:///{path}") as store:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # the store's batch waits for the write lock in its own BEGIN
+            writes = [asyncio.create_task(reserve(store, f"job-{n}", limit=10)) for n in range(5)]
+            await asyncio.sleep(0.2)
+            assert not any(write.done() for write in writes)
+            writes[2].cancel()
+            blocker.execute("COMMIT")
+        finally:
+            blocker.close()
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        assert isinstance(outcomes[2], asyncio.CancelledError)
+        assert outcomes[:2] + outcomes[3:] == [True] * 4
+        with sqlite3.connect(path) as db:  # committed, as another connection sees; job-2's batch had started
+            assert db.execute("SELECT COUNT(*) FROM jobs").fetchone() == (5,)
+        await store.set_meta("after", "yes")  # a transaction of its own: the connection was left in none
+        assert await store.get_meta("after") == "yes"
+
+
+async def test_transactions_never_interleave_with_batched_writes(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/bot.sqlite3") as store:
+        calls = []
+        for n in range(20):
+            calls.append(reserve(store, f"job-{n}", user=USER + n % 3, limit=100))
+            # Two statements in one transaction: a batch begun between them would fail, and so would they.
+            calls.append(store.forget_user(USER + n % 3, guild_id=GUILD, keep_window=DAY))
+        outcomes = await asyncio.gather(*calls)
+        assert all(outcomes[::2]) and outcomes[1::2] == [0] * 20
+        assert (await store.ledger_totals())["reserved"] == 20
