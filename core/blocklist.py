@@ -107,8 +107,8 @@ def _in_ranges(ch: str, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(low <= code <= high for low, high in ranges)
 
 
-def _is_invisible(ch: str) -> bool:
-    return unicodedata.category(ch) == "Cf" or _in_ranges(ch, _INVISIBLE_RANGES)
+# One pass in C over the prompt (a character at a time in Python took ~1.5 µs a character).
+_INVISIBLE = regex.compile("[\\p{Cf}" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in _INVISIBLE_RANGES) + "]")
 
 
 def _has_cjk(text: str) -> bool:
@@ -117,7 +117,7 @@ def _has_cjk(text: str) -> bool:
 
 def normalize(text: str) -> str:
     """NFKC (full-width → ASCII), casefolded, invisible characters removed, whitespace collapsed, stripped."""
-    visible = "".join(ch for ch in text if not _is_invisible(ch))
+    visible = _INVISIBLE.sub("", text)
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
     return _WHITESPACE.sub(" ", folded).strip()
 
@@ -180,8 +180,8 @@ class _Prompt:
     @classmethod
     def of(cls, text: str) -> _Prompt:
         normalized = normalize(text)
-        origin = tuple(i for i, ch in enumerate(normalized) if ch.isalnum())
-        return cls(normalized, "".join(normalized[i] for i in origin), origin)
+        origin = tuple([i for i, ch in enumerate(normalized) if ch.isalnum()])
+        return cls(normalized, "".join([normalized[i] for i in origin]), origin)
 
     def is_word_edge(self, index: int) -> bool:
         """Whether `index` in the normalized text is outside it or not a letter or digit."""
