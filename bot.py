@@ -28,6 +28,7 @@ from core.jobs import JobService
 from core.metrics import Metrics
 from core.ops_server import OpsServerError, ops_server
 from core.policy import PolicyService
+from core.priority import AcknowledgementsFirst
 from core.quota import QuotaService
 from storage import Store, StoreUnavailable, open_store
 
@@ -72,6 +73,12 @@ class DoubaoBot(commands.AutoShardedBot):
         self.jobs = jobs
         self.metrics = metrics
         self.modlog = ModLog(self)
+        self.acknowledgements = AcknowledgementsFirst()
+
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        if event_name == "interaction":  # as the gateway event is read, before its handler runs
+            self.acknowledgements.arrived()
+        super().dispatch(event_name, *args, **kwargs)
 
     async def setup_hook(self) -> None:
         await self.tree.set_translator(CatalogueTranslator())

@@ -48,18 +48,23 @@ class DiscordJobEvents:
     def __init__(self, bot: DoubaoBot, modlog: ModLog, *, edit_interval: float) -> None:
         self.bot = bot
         self.modlog = modlog
-        self.throttle = EditThrottle(edit_interval)
+        self.throttle = EditThrottle(edit_interval, turn=bot.acknowledgements.later)
 
     # -- JobEvents ------------------------------------------------------------------------------
 
     def progress(self, job: Job, position: int | None) -> None:
-        if job.state is JobState.PENDING:
+        state = job.state
+        self.throttle.submit(job.id, lambda: self._show_progress(job, state, position))
+
+    async def _show_progress(self, job: Job, state: JobState, position: int | None) -> None:
+        """Built only when sent: most progress in a long queue is superseded before its turn."""
+        if state is JobState.PENDING:
             content, view = t(job.language, "status.pending"), None
         elif position is None:
             content, view = t(job.language, "status.running"), None
         else:
             content, view = t(job.language, "status.queued", position=position), status_view(job)
-        self.throttle.submit(job.id, lambda: self._edit_status(job, content=content, view=view))
+        await self._edit_status(job, content=content, view=view)
 
     def stop_progress(self, job: Job) -> None:
         self.throttle.drop(job.id)

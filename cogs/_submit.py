@@ -8,6 +8,7 @@ import discord
 
 from cogs._guards import require_guild
 from cogs._replies import language_of
+from core.admission import Admitted
 from core.errors import UserFacingError
 from core.job import Job, JobRequest, ReplyTarget
 from core.params import Command, Params
@@ -45,27 +46,22 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
     """
     bot = interaction.client
     who = requester_of(interaction)
-    missing = missing_channel_permissions(interaction)
-    if missing:
-        raise UserFacingError("error.missing_permissions", permissions=", ".join(missing))
-    try:
-        admitted = await bot.gate.admit(who, params, now=utc_now())
-    except PolicyRefusal as refusal:
-        if refusal.logged:
-            # In the background: the member's answer must not wait for a busy mod-log channel.
-            bot.modlog.later(
-                bot.modlog.refusal(
-                    who.guild_id,
-                    user_id=who.user_id,
-                    channel_id=who.channel_id,
-                    prompt=params.prompt,
-                    reason_key="modlog.refused_blocklist",
-                    **refusal.params,
-                )
-            )
-        raise
-    interaction.extras.setdefault("server_language", admitted.policy.language)
-    callback = await interaction.response.defer(thinking=True)
+    async with bot.acknowledgements.acknowledging():
+        admitted = await _admit(interaction, who, params)
+        callback = await interaction.response.defer(thinking=True)
+    # Creating the job can wait for the requests still waiting for their deferral: this one has its own.
+    async with bot.acknowledgements.later():
+        return await _submit(interaction, command, who, admitted, callback)
+
+
+async def _submit(
+    interaction: discord.Interaction[DoubaoBot],
+    command: Command,
+    who: Requester,
+    admitted: Admitted,
+    callback: discord.InteractionCallbackResponse[DoubaoBot] | None,
+) -> Job:
+    bot = interaction.client
     status_id = callback.message_id if callback is not None else None
     if status_id is None:  # a Discord that did not say which message the deferral made
         status_id = (await interaction.original_response()).id
@@ -91,3 +87,29 @@ async def start_job(interaction: discord.Interaction[DoubaoBot], command: Comman
         approval_timeout=admission.approval_timeout,
     )
     return await bot.jobs.submit(request)
+
+
+async def _admit(interaction: discord.Interaction[DoubaoBot], who: Requester, params: Params) -> Admitted:
+    """The checks before the deferral: a refusal raises, and is answered privately."""
+    bot = interaction.client
+    missing = missing_channel_permissions(interaction)
+    if missing:
+        raise UserFacingError("error.missing_permissions", permissions=", ".join(missing))
+    try:
+        admitted = await bot.gate.admit(who, params, now=utc_now())
+    except PolicyRefusal as refusal:
+        if refusal.logged:
+            # In the background: the member's answer must not wait for a busy mod-log channel.
+            bot.modlog.later(
+                bot.modlog.refusal(
+                    who.guild_id,
+                    user_id=who.user_id,
+                    channel_id=who.channel_id,
+                    prompt=params.prompt,
+                    reason_key="modlog.refused_blocklist",
+                    **refusal.params,
+                )
+            )
+        raise
+    interaction.extras.setdefault("server_language", admitted.policy.language)
+    return admitted

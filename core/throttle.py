@@ -7,10 +7,12 @@ waiting edit and only lets one already sent complete, so it cannot land on top o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,9 +31,16 @@ class _Slot:
 
 
 class EditThrottle:
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+        turn: Callable[[], AbstractAsyncContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        """Each edit is sent inside `turn()`, which may make it wait for more urgent work (edits are cosmetic)."""
         self.interval = interval
         self._clock = clock
+        self._turn = turn
         self._slots: dict[str, _Slot] = {}
 
     def submit(self, key: str, action: Action) -> None:
@@ -69,14 +78,15 @@ class EditThrottle:
             wait = slot.last + self.interval - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            action, slot.pending = slot.pending, None
-            if action is None:
-                return
-            slot.in_flight = asyncio.ensure_future(action())
-            try:
-                await asyncio.shield(slot.in_flight)
-            except Exception:
-                log.warning("a status edit failed", exc_info=True)
-            finally:
-                slot.last = self._clock()
-                slot.in_flight = None
+            async with self._turn():
+                action, slot.pending = slot.pending, None
+                if action is None:
+                    return
+                slot.in_flight = asyncio.ensure_future(action())
+                try:
+                    await asyncio.shield(slot.in_flight)
+                except Exception:
+                    log.warning("a status edit failed", exc_info=True)
+                finally:
+                    slot.last = self._clock()
+                    slot.in_flight = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from core.throttle import EditThrottle
 
@@ -41,3 +43,24 @@ async def test_the_newest_waiting_edit_wins_and_the_final_one_goes_at_once() -> 
     await throttle.finish("job", recorder(sent, "image"))
     await asyncio.sleep(0.3)
     assert sent == ["first", "third", "image"]
+
+
+async def test_an_edit_waits_for_its_turn_and_the_final_one_does_not() -> None:
+    allowed = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def turn() -> AsyncIterator[None]:
+        await allowed.wait()  # more urgent work is going on
+        yield
+
+    throttle = EditThrottle(0, turn=turn)
+    sent: list[str] = []
+    throttle.submit("job", recorder(sent, "position 3"))
+    throttle.submit("other job", recorder(sent, "position 4"))
+    await asyncio.sleep(0.05)
+    assert sent == []
+    await throttle.finish("job", recorder(sent, "the image"))
+    assert sent == ["the image"]  # and the waiting edit of that job is dropped
+    allowed.set()
+    await asyncio.sleep(0.01)
+    assert sent == ["the image", "position 4"]
