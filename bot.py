@@ -16,6 +16,7 @@ import discord
 from discord.ext import commands
 from dotenv import load_dotenv
 
+from cogs._gateway import yield_between_gateway_events
 from cogs._job_events import DiscordJobEvents
 from cogs._modlog import ModLog
 from cogs._translator import CatalogueTranslator
@@ -81,6 +82,7 @@ class DoubaoBot(commands.AutoShardedBot):
         super().dispatch(event_name, *args, **kwargs)
 
     async def setup_hook(self) -> None:
+        yield_between_gateway_events()
         await self.tree.set_translator(CatalogueTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
