@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from cogs._tree import BotTree
 from core.admission import AdmissionGate
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
+from core.heap import freeze_long_lived_objects
 from core.job import JobLimits
 from core.jobs import JobService
 from core.metrics import Metrics
@@ -179,23 +181,34 @@ async def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, _stop, bot, signal.Signals(signum).name)
+        _background(_freeze_once_ready(bot), "freeze-heap")
         await bot.start(settings.discord_token.reveal())
 
 
-_closing: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
+async def _freeze_once_ready(bot: DoubaoBot) -> None:
+    """The whole process's long-lived objects (a test's bots share theirs with the test run, so not there)."""
+    await bot.wait_until_ready()  # start-up is done and the guilds are cached
+    freeze_long_lived_objects()
+
+
+_background_tasks: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks
+
+
+def _background(work: Coroutine[Any, Any, None], name: str) -> None:
+    task = asyncio.get_running_loop().create_task(work, name=name)
+    _background_tasks.add(task)
+    task.add_done_callback(_finished)
 
 
 def _stop(bot: DoubaoBot, signal_name: str) -> None:
     log.info("%s received: finishing running jobs, then stopping", signal_name)
-    task = asyncio.get_running_loop().create_task(bot.close(), name="graceful-close")
-    _closing.add(task)
-    task.add_done_callback(_closed)
+    _background(bot.close(), "graceful-close")
 
 
-def _closed(task: asyncio.Task[None]) -> None:
-    _closing.discard(task)
+def _finished(task: asyncio.Task[None]) -> None:
+    _background_tasks.discard(task)
     if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("closing the bot failed", exc_info=error)
+        log.error("%s failed", task.get_name(), exc_info=error)
 
 
 def configure_logging(level_name: str) -> None:

@@ -269,3 +269,14 @@ async def test_cancel_button_of_a_requeued_job_works_after_a_crash(tmp_path: Pat
         totals, counts = await ledger(bot)
         assert totals == {"reserved": 0, "committed": 0, "refunded": 3}
         assert (counts["cancelled"], counts["failed"]) == (1, 2)
+
+
+async def test_once_ready_the_bot_leaves_its_long_lived_objects_out_of_garbage_collection(tmp_path: Path) -> None:
+    async with bot_process(tmp_path) as bot:
+        await bot.start()
+        await bot.discord.wait_for_commands_synced()
+        for _ in range(500):
+            if "long-lived objects left out of garbage collection" in bot.log():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the bot did not freeze its start-up objects:\n{bot.log()}")
