@@ -55,6 +55,7 @@ ENDPOINTS = {Command.DRAW: Endpoint.DRAW, Command.CHARACTER: Endpoint.CHARACTER}
 MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
 ANNOUNCE_EXACTLY = 10  # queue positions up to this are announced at each step
 ANNOUNCE_BOUNDS = (20, 50, 100, 200, 500, 1000, 2000, 5000)  # further back, when a position crosses one of these
+ANNOUNCE_BATCH = 25  # positions announced per turn of the event loop
 ANNOUNCE_INTERVAL = 0.25  # seconds between two looks at the queue's order (it is only for the status lines)
 QUEUE = "queue"  # the store topic published when the queue or the API slots change
 
@@ -288,6 +289,7 @@ class JobService:
                 if job_id not in self._running:  # taken by another process, or settled
                     self.events.stop_progress(self._queued_here[job_id])
                     self._forget_queued(job_id)
+            announcements = 0
             for index, job_id in enumerate(order, start=1):
                 job = self._queued_here.get(job_id)
                 announced = self._announced.get(job_id)
@@ -296,6 +298,9 @@ class JobService:
                 if announced is None or _bracket(index) != _bracket(announced):
                     self._announced[job_id] = index
                     self.events.progress(job, index)
+                    announcements += 1
+                    if announcements % ANNOUNCE_BATCH == 0:
+                        await asyncio.sleep(0)  # a burst of newcomers must not hold the event loop
 
     # -- running --------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from core.doubao import DoubaoClient
 from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
 from core.job import DeliveryError, Job, JobLimits, JobRequest, JobState, ReplyTarget, format_time, rerolled
-from core.jobs import JobService
+from core.jobs import ANNOUNCE_BATCH, JobService
 from core.params import CharacterParams, Command, DrawParams
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store
@@ -270,6 +270,36 @@ async def test_positions_are_announced_as_the_queue_moves(start_service, events,
     positions = {job.id: [p for j, p in events.progress_log if j == job.id] for job in (first, second, third)}
     assert positions[third.id] == [2, 1, None]  # queued behind "two", then first in line, then running
     assert positions[second.id][-1] is None and 1 in positions[second.id]
+
+
+async def test_a_long_queue_of_newcomers_is_announced_a_batch_per_turn_of_the_event_loop(
+    start_service, events, api, monkeypatch
+) -> None:
+    service = await start_service(max_concurrent=1, max_per_user=10, daily_limit=100)
+    api.default_response = FakeResponse.hang()
+    loop = asyncio.get_running_loop()
+    this_turn, most_in_a_turn = 0, 0
+    record = events.progress
+
+    def end_of_turn() -> None:
+        nonlocal this_turn
+        this_turn = 0
+
+    def counting(job: Job, position: int | None) -> None:
+        nonlocal this_turn, most_in_a_turn
+        if this_turn == 0:
+            loop.call_soon(end_of_turn)  # runs at the next turn of the loop
+        this_turn += 1
+        most_in_a_turn = max(most_in_a_turn, this_turn)
+        record(job, position)
+        if sum(position is not None for _, position in events.progress_log) >= newcomers:
+            all_announced.set()
+
+    monkeypatch.setattr(events, "progress", counting)
+    newcomers, all_announced = 3 * ANNOUNCE_BATCH, asyncio.Event()
+    await asyncio.gather(*(service.submit(draw(f"p{n}", user=n)) for n in range(newcomers + 1)))
+    await asyncio.wait_for(all_announced.wait(), 5)
+    assert most_in_a_turn <= ANNOUNCE_BATCH
 
 
 async def test_queue_full_is_refused_for_free(start_service, events, api, store) -> None:
