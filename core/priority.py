@@ -48,6 +48,7 @@ class AcknowledgementsFirst:
         self.quiet = quiet
         self.max_wait = max_wait
         self._last_arrival = -math.inf
+        self._arrivals = 0
         self._acknowledging = asyncio.Semaphore(acknowledging)
         self._unacknowledged = 0  # requests waiting for their turn or being acknowledged
         self._later_running = 0
@@ -61,6 +62,7 @@ class AcknowledgementsFirst:
     def arrived(self) -> None:
         """A request came in (call it as soon as it is read, before its handler runs)."""
         self._last_arrival = asyncio.get_running_loop().time()
+        self._arrivals += 1
 
     def _busy_until(self) -> float | None:
         """None while requests wait for their acknowledgement (their end wakes the waiting work), else when the
@@ -77,11 +79,14 @@ class AcknowledgementsFirst:
     async def acknowledging(self) -> AsyncIterator[None]:
         """Around the code that leads up to a request's acknowledgement, and the acknowledgement itself."""
         self._unacknowledged += 1
+        arrivals = self._arrivals
         try:
             async with self._acknowledging:
                 yield
         finally:
             self._unacknowledged -= 1
+            if self._arrivals == arrivals:  # nothing came in since this one started: no need to wait for quiet
+                self._last_arrival = -math.inf
             self._let_later_work_in()
 
     @contextlib.asynccontextmanager

@@ -130,3 +130,18 @@ async def test_cancelled_later_work_neither_blocks_the_queue_nor_keeps_its_turn(
     for task in (waiting, running):
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_lone_request_does_not_wait_for_the_quiet_after_its_own_arrival() -> None:
+    gate = AcknowledgementsFirst(quiet=10)
+    gate.arrived()  # this request, read from the gateway
+    async with gate.acknowledging():
+        pass
+    log: list[str] = []
+    await asyncio.wait_for(later_work(gate, log, "its job"), 1)
+    assert log == ["its job"]
+    gate.arrived()  # the next request: read, its handler not started yet
+    waiting = later_work(gate, log, "waits")
+    await settle()
+    assert log == ["its job"]
+    waiting.cancel()
