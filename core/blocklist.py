@@ -108,6 +108,8 @@ def _in_ranges(ch: str, ranges: tuple[tuple[int, int], ...]) -> bool:
 
 
 # One pass in C over the prompt (a character at a time in Python took ~1.5 µs a character).
+# Every search and substitution passes concurrent=False: by default `regex` lets go of the GIL while it matches,
+# and taking it back from another thread (aiosqlite's) cost the event loop up to a switch interval (5 ms) a call.
 _INVISIBLE = regex.compile("[\\p{Cf}" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in _INVISIBLE_RANGES) + "]")
 
 
@@ -117,7 +119,7 @@ def _has_cjk(text: str) -> bool:
 
 def normalize(text: str) -> str:
     """NFKC (full-width → ASCII), casefolded, invisible characters removed, whitespace collapsed, stripped."""
-    visible = _INVISIBLE.sub("", text)
+    visible = _INVISIBLE.sub("", text, concurrent=False)
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
     return _WHITESPACE.sub(" ", folded).strip()
 
@@ -147,11 +149,11 @@ def _compile(pattern: str) -> regex.Pattern[str]:
     except regex.error as exc:
         where = f" at position {exc.pos}" if exc.pos is not None else ""  # pyright: ignore[reportAttributeAccessIssue] - regex sets .pos; typeshed's stub omits it
         raise InvalidPattern(f"The regular expression does not compile: {exc.msg}{where}.") from None  # pyright: ignore[reportAttributeAccessIssue] - regex sets .msg; typeshed's stub omits it
-    if compiled.search("") is not None:
+    if compiled.search("", concurrent=False) is not None:
         raise InvalidPattern("The regular expression matches empty text, so it would block every prompt.")
     try:
         for probe in _SLOW_PROBES:
-            compiled.search(probe, timeout=REGEX_TIME_LIMIT)
+            compiled.search(probe, timeout=REGEX_TIME_LIMIT, concurrent=False)
     except TimeoutError:
         raise InvalidPattern("The regular expression is too slow on long prompts; simplify it.") from None
     return compiled
@@ -232,7 +234,7 @@ class _Regex:
     def matches(self, prompt: _Prompt) -> bool:
         try:
             return any(
-                self.compiled.search(text, timeout=REGEX_TIME_LIMIT) is not None
+                self.compiled.search(text, timeout=REGEX_TIME_LIMIT, concurrent=False) is not None
                 for text in (prompt.normalized, prompt.squashed)
             )
         except TimeoutError:
