@@ -101,13 +101,14 @@ class AcknowledgementsFirst:
 
     async def _turn(self) -> None:
         loop = asyncio.get_running_loop()
-        if not self._later_waiting and self._later_running < self.later_at_once and self._free(loop.time()):
-            self._later_running += 1
-            return
         waiter = _Waiter(loop.create_future(), loop.time() + self.max_wait)
         self._later_waiting.append(waiter)
         self._let_later_work_in()
         try:
+            if waiter.turn.done():
+                # Given its turn at once: work given one just before has not run yet, and going on without a turn of
+                # the loop would go ahead of it (create a job ahead of one that was asked for first, say).
+                await asyncio.sleep(0)
             await waiter.turn
         except asyncio.CancelledError:
             if waiter.turn.done() and not waiter.turn.cancelled():  # given a turn, then cancelled: pass it on

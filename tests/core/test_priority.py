@@ -145,3 +145,17 @@ async def test_a_lone_request_does_not_wait_for_the_quiet_after_its_own_arrival(
     await settle()
     assert log == ["its job"]
     waiting.cancel()
+
+
+async def test_later_work_given_its_turn_first_runs_first() -> None:
+    gate = AcknowledgementsFirst(quiet=0)
+    log: list[str] = []
+    async with gate.acknowledging():
+        first = later_work(gate, log, "bob's job")
+        await settle()
+        assert log == []
+    # Leaving gave bob's job its turn, but it has not run yet; carol's, asked for now, must not go ahead of it.
+    async with gate.later():
+        log.append("carol's job")
+    await first
+    assert log == ["bob's job", "carol's job"]
