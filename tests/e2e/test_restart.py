@@ -271,12 +271,14 @@ async def test_cancel_button_of_a_requeued_job_works_after_a_crash(tmp_path: Pat
         assert (counts["cancelled"], counts["failed"]) == (1, 2)
 
 
-async def test_once_ready_the_bot_leaves_its_long_lived_objects_out_of_garbage_collection(tmp_path: Path) -> None:
+async def test_the_bot_process_runs_on_uvloop_and_freezes_its_start_up_objects_once_ready(tmp_path: Path) -> None:
     async with bot_process(tmp_path) as bot:
         await bot.start()
         await bot.discord.wait_for_commands_synced()
         for _ in range(500):
             if "long-lived objects left out of garbage collection" in bot.log():
-                return
+                break
             await asyncio.sleep(0.01)
-        raise AssertionError(f"the bot did not freeze its start-up objects:\n{bot.log()}")
+        else:
+            raise AssertionError(f"the bot did not freeze its start-up objects:\n{bot.log()}")
+        assert "event loop: uvloop.Loop" in bot.log()
