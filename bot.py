@@ -25,7 +25,7 @@ from cogs._tree import BotTree
 from core.admission import AdmissionGate
 from core.config import ConfigError, Settings, load_settings
 from core.doubao import DoubaoClient
-from core.heap import freeze_long_lived_objects
+from core.heap import collect_in_quiet_moments, freeze_long_lived_objects
 from core.job import JobLimits
 from core.jobs import JobService
 from core.metrics import Metrics
@@ -38,6 +38,7 @@ from storage import Store, StoreUnavailable, open_store
 log = logging.getLogger(__name__)
 
 QUIET_LOGGERS = ("discord.http", "discord.webhook", "discord.gateway")
+QUIET_BEFORE_FULL_COLLECTION = 1.0  # seconds without a request
 EXTENSIONS = ("cogs.generate", "cogs.quota", "cogs.jobs", "cogs.settings", "cogs.privacy")
 
 
@@ -182,14 +183,16 @@ async def run(settings: Settings) -> None:
         log.info("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, _stop, bot, signal.Signals(signum).name)
-        _background(_freeze_once_ready(bot), "freeze-heap")
+        _background(_tune_garbage_collection(bot), "garbage-collection")
         await bot.start(settings.discord_token.reveal())
 
 
-async def _freeze_once_ready(bot: DoubaoBot) -> None:
-    """The whole process's long-lived objects (a test's bots share theirs with the test run, so not there)."""
+async def _tune_garbage_collection(bot: DoubaoBot) -> None:
+    """For the whole process (a test's bots share their heap with the test run, so not there): freezes what start-up
+    left, then runs the full passes when the bot is quiet."""
     await bot.wait_until_ready()  # start-up is done and the guilds are cached
     freeze_long_lived_objects()
+    await collect_in_quiet_moments(lambda: bot.acknowledgements.quiet_for(QUIET_BEFORE_FULL_COLLECTION))
 
 
 _background_tasks: set[asyncio.Task[None]] = set()  # the event loop keeps only weak references to tasks

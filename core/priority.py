@@ -47,7 +47,8 @@ class AcknowledgementsFirst:
         self.later_at_once = later
         self.quiet = quiet
         self.max_wait = max_wait
-        self._last_arrival = -math.inf
+        self._last_arrival = -math.inf  # for the quiet later work waits for (a lone request ends it early)
+        self._last_seen = -math.inf
         self._arrivals = 0
         self._acknowledging = asyncio.Semaphore(acknowledging)
         self._unacknowledged = 0  # requests waiting for their turn or being acknowledged
@@ -61,8 +62,13 @@ class AcknowledgementsFirst:
 
     def arrived(self) -> None:
         """A request came in (call it as soon as it is read, before its handler runs)."""
-        self._last_arrival = asyncio.get_running_loop().time()
+        self._last_arrival = self._last_seen = asyncio.get_running_loop().time()
         self._arrivals += 1
+
+    def quiet_for(self, seconds: float) -> bool:
+        """Nothing waits for its acknowledgement or its turn, nothing runs in one, nothing came in for `seconds`."""
+        idle = not (self._unacknowledged or self._later_running or self._later_waiting)
+        return idle and asyncio.get_running_loop().time() - self._last_seen >= seconds
 
     def _busy_until(self) -> float | None:
         """None while requests wait for their acknowledgement (their end wakes the waiting work), else when the

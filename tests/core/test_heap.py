@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import weakref
 
+import pytest
+
+from core import heap
 from core.heap import freeze_long_lived_objects
 
 
@@ -18,3 +24,61 @@ def test_freezing_leaves_out_what_lives_and_collects_what_comes_later() -> None:
         assert any(obj is later for obj in gc.get_objects())
     finally:
         gc.unfreeze()  # the rest of the test run collects as usual
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def old_garbage_cycle() -> weakref.ref[Cycle]:
+    """A reference cycle that has reached the oldest generation and then become garbage: only a full pass frees it."""
+    cycle = Cycle()
+    gc.collect(1)  # still referenced: it survives into the oldest generation
+    return weakref.ref(cycle)
+
+
+async def test_full_passes_wait_for_a_quiet_moment_and_the_schedule_comes_back_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(heap, "FULL_COLLECTION_EVERY", 0.01)
+    monkeypatch.setattr(heap, "QUIET_CHECK", 0.01)
+    schedule = gc.get_threshold()
+    quiet = False
+    task = asyncio.create_task(heap.collect_in_quiet_moments(lambda: quiet))
+    try:
+        await asyncio.sleep(0.01)
+        assert gc.get_threshold()[2] > 10**6  # the collector no longer starts full passes by itself
+        cycle = old_garbage_cycle()
+        await asyncio.sleep(0.1)
+        assert cycle() is not None  # busy: no full pass
+        quiet = True
+        for _ in range(100):
+            if cycle() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert cycle() is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert gc.get_threshold() == schedule
+
+
+async def test_a_bot_that_is_never_quiet_gets_its_full_pass_late_but_gets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "FULL_COLLECTION_EVERY", 0.01)
+    monkeypatch.setattr(heap, "QUIET_CHECK", 0.01)
+    monkeypatch.setattr(heap, "LONGEST_POSTPONEMENT", 0.05)
+    task = asyncio.create_task(heap.collect_in_quiet_moments(lambda: False))
+    try:
+        await asyncio.sleep(0.01)
+        cycle = old_garbage_cycle()
+        for _ in range(100):
+            if cycle() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert cycle() is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -159,3 +159,22 @@ async def test_later_work_given_its_turn_first_runs_first() -> None:
         log.append("carol's job")
     await first
     assert log == ["bob's job", "carol's job"]
+
+
+async def test_quiet_means_nothing_waiting_nothing_running_and_nothing_new_for_a_while() -> None:
+    gate = AcknowledgementsFirst(quiet=0)
+    assert gate.quiet_for(1.0)
+    gate.arrived()
+    assert not gate.quiet_for(1.0) and gate.quiet_for(0)
+    held = Held(gate)
+    await settle()
+    assert not gate.quiet_for(0)
+    held.release.set()
+    await held.task
+    hold = asyncio.Event()
+    work = later_work(gate, [], "edit", hold)
+    await settle()
+    assert not gate.quiet_for(0)
+    hold.set()
+    await work
+    assert gate.quiet_for(0)
