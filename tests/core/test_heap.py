@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import weakref
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -38,47 +39,45 @@ def old_garbage_cycle() -> weakref.ref[Cycle]:
     return weakref.ref(cycle)
 
 
+@contextlib.asynccontextmanager
+async def collector(monkeypatch: pytest.MonkeyPatch, quiet: Callable[[], bool]) -> AsyncIterator[None]:
+    """collect_in_quiet_moments running, with its intervals made short."""
+    monkeypatch.setattr(heap, "FULL_COLLECTION_EVERY", 0.01)
+    monkeypatch.setattr(heap, "QUIET_CHECK", 0.01)
+    task = asyncio.create_task(heap.collect_in_quiet_moments(quiet))
+    try:
+        await asyncio.sleep(0.01)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def freed(cycle: weakref.ref[Cycle]) -> bool:
+    for _ in range(100):
+        if cycle() is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def test_full_passes_wait_for_a_quiet_moment_and_the_schedule_comes_back_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(heap, "FULL_COLLECTION_EVERY", 0.01)
-    monkeypatch.setattr(heap, "QUIET_CHECK", 0.01)
     schedule = gc.get_threshold()
     quiet = False
-    task = asyncio.create_task(heap.collect_in_quiet_moments(lambda: quiet))
-    try:
-        await asyncio.sleep(0.01)
+    async with collector(monkeypatch, lambda: quiet):
         assert gc.get_threshold()[2] > 10**6  # the collector no longer starts full passes by itself
         cycle = old_garbage_cycle()
         await asyncio.sleep(0.1)
         assert cycle() is not None  # busy: no full pass
         quiet = True
-        for _ in range(100):
-            if cycle() is None:
-                break
-            await asyncio.sleep(0.01)
-        assert cycle() is None
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        assert await freed(cycle)
     assert gc.get_threshold() == schedule
 
 
 async def test_a_bot_that_is_never_quiet_gets_its_full_pass_late_but_gets_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(heap, "FULL_COLLECTION_EVERY", 0.01)
-    monkeypatch.setattr(heap, "QUIET_CHECK", 0.01)
     monkeypatch.setattr(heap, "LONGEST_POSTPONEMENT", 0.05)
-    task = asyncio.create_task(heap.collect_in_quiet_moments(lambda: False))
-    try:
-        await asyncio.sleep(0.01)
-        cycle = old_garbage_cycle()
-        for _ in range(100):
-            if cycle() is None:
-                break
-            await asyncio.sleep(0.01)
-        assert cycle() is None
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with collector(monkeypatch, lambda: False):
+        assert await freed(old_garbage_cycle())
