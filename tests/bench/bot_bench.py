@@ -71,6 +71,7 @@ class BotFigures:
     burst_unacknowledged: int = 0
     burst_stall: float = 0.0
     fake_stall: float = 0.0  # the benchmark process's own loop (the fakes) during the burst
+    burst_stolen: float = 0.0  # CPU seconds the hypervisor took from the machine (all cores) during the burst
     exit_code: int | None = None
 
 
@@ -113,6 +114,13 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def stolen_cpu() -> float:
+    """CPU seconds taken from this (virtual) machine by its hypervisor since boot, all cores: `steal` in
+    /proc/stat. A run that loses much of it measures the host's other tenants as much as the bot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / CLOCK_TICKS if len(fields) > 8 else 0.0
 
 
 def longest_lag(path: Path, start: float, end: float) -> float:
@@ -308,6 +316,7 @@ class BotBench:
         gc.disable()
         try:
             await asyncio.sleep(LOOP_LAG_REPORT + 0.05)  # the collection's own stall is reported before the burst
+            stolen_before = stolen_cpu()
             start = time.monotonic()
             burst = []
             for n in range(plan.burst):
@@ -322,6 +331,7 @@ class BotBench:
             await self._until_active(plan.burst_queued + acknowledged)
         finally:
             end = time.monotonic()
+            self.figures.burst_stolen = stolen_cpu() - stolen_before
         calls = sum(start <= r.timestamp <= end for r in self.discord.requests)
         self.say(f"sent in {sent:.2f} s, all queued after {end - start:.1f} s, {calls} requests to Discord meanwhile")
         self.figures.burst_acks = [t - r.created_at for r in burst if (t := ack_time(r)) is not None]

@@ -71,6 +71,7 @@ def rows(bot: BotFigures, store: StoreFigures, plan: BotPlan) -> list[Row]:
         ),
         ms_row("longest event-loop stall in the burst", bot.burst_stall, at_most(50, "ms")),
         ms_row("longest stall of the fakes' own loop, same window", bot.fake_stall),
+        Row("CPU the hypervisor took from the machine, same window", bot.burst_stolen, f"{bot.burst_stolen:.2f} s"),
         Row("idle RSS after start", mib := bot.idle_rss / MIB, f"{mib:.1f} MiB", at_most(80, "MiB")),
         Row("peak RSS", mib := bot.peak_rss / MIB, f"{mib:.1f} MiB"),
         ms_row("CPU per job (throughput run)", bot.cpu_per_job),
