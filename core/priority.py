@@ -70,16 +70,10 @@ class AcknowledgementsFirst:
         idle = not (self._unacknowledged or self._later_running or self._later_waiting)
         return idle and asyncio.get_running_loop().time() - self._last_seen >= seconds
 
-    def _busy_until(self) -> float | None:
-        """None while requests wait for their acknowledgement (their end wakes the waiting work), else when the
-        quiet after the last arrival ends."""
-        if self._unacknowledged:
-            return None
-        return self._last_arrival + self.quiet
-
-    def _free(self, now: float) -> bool:
-        busy_until = self._busy_until()
-        return busy_until is not None and now >= busy_until
+    def _busy_until(self) -> float:
+        """When later work may start: not while requests wait for their acknowledgement (the end of the last one
+        lets it in), else once the quiet after the last arrival is over."""
+        return math.inf if self._unacknowledged else self._last_arrival + self.quiet
 
     @contextlib.asynccontextmanager
     async def acknowledging(self) -> AsyncIterator[None]:
@@ -137,11 +131,9 @@ class AcknowledgementsFirst:
             if first.turn.done():  # cancelled while waiting
                 self._later_waiting.popleft()
                 continue
-            now = loop.time()
-            if not self._free(now) and now < first.overdue_at:
-                busy_until = self._busy_until()
-                wake_at = first.overdue_at if busy_until is None else min(busy_until, first.overdue_at)
-                self._overdue_timer = loop.call_at(wake_at, self._let_later_work_in)
+            now, busy_until = loop.time(), self._busy_until()
+            if now < busy_until and now < first.overdue_at:
+                self._overdue_timer = loop.call_at(min(busy_until, first.overdue_at), self._let_later_work_in)
                 return
             self._later_waiting.popleft()
             self._later_running += 1
