@@ -124,6 +124,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN quota_period TEXT COLLATE "C";
     """,
+    # v5: a member's last request (every admission reads it) from an index (SQLite's v7).
+    """
+    CREATE INDEX quota_ledger_last_request ON quota_ledger (guild_id, user_id, created_at);
+    """,
 )
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"

@@ -179,6 +179,10 @@ MIGRATIONS: tuple[str, ...] = (
         ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));
     END;
     """,
+    # v7: a member's last request (every admission reads it) from an index, not from all their ledger rows.
+    """
+    CREATE INDEX quota_ledger_last_request ON quota_ledger (guild_id, user_id, created_at);
+    """,
 )
 
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"

@@ -369,6 +369,14 @@ async def test_last_request_survives_forgetting(store) -> None:
     assert await store.last_request_at(guild_id=GUILD, user_id=USER) == before
 
 
+async def test_the_last_request_is_found_in_an_index_not_in_the_whole_history(backend: Backend, store) -> None:
+    # Every admission reads it (member_record); a scan of all of a member's ledger rows would grow with their use.
+    plan = await backend.query_plan(
+        f"SELECT MAX(created_at) FROM quota_ledger WHERE guild_id = {GUILD} AND user_id = {USER}"
+    )
+    assert "quota_ledger_last_request" in plan, plan
+
+
 async def test_member_record_reads_everything_at_once(store) -> None:
     empty = await store.member_record(guild_id=GUILD, user_id=USER, window=DAY)
     assert (empty.guild_settings, empty.banned, empty.personal_limit) == (None, False, None)
