@@ -72,6 +72,7 @@ class BotFigures:
     burst_stall: float = 0.0
     fake_stall: float = 0.0  # the benchmark process's own loop (the fakes) during the burst
     burst_stolen: float = 0.0  # CPU seconds the hypervisor took from the machine (all cores) during the burst
+    burst_cpu_per_request: float = 0.0  # the bot's CPU seconds over the burst window, per burst request
     exit_code: int | None = None
 
 
@@ -316,7 +317,7 @@ class BotBench:
         gc.disable()
         try:
             await asyncio.sleep(LOOP_LAG_REPORT + 0.05)  # the collection's own stall is reported before the burst
-            stolen_before = stolen_cpu()
+            stolen_before, cpu_before = stolen_cpu(), cpu_seconds(self.pid)
             start = time.monotonic()
             burst = []
             for n in range(plan.burst):
@@ -332,6 +333,7 @@ class BotBench:
         finally:
             end = time.monotonic()
             self.figures.burst_stolen = stolen_cpu() - stolen_before
+            self.figures.burst_cpu_per_request = (cpu_seconds(self.pid) - cpu_before) / plan.burst
         calls = sum(start <= r.timestamp <= end for r in self.discord.requests)
         self.say(f"sent in {sent:.2f} s, all queued after {end - start:.1f} s, {calls} requests to Discord meanwhile")
         self.figures.burst_acks = [t - r.created_at for r in burst if (t := ack_time(r)) is not None]

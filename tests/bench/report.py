@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 MIB = 1024 * 1024
 
@@ -48,10 +51,10 @@ class Row:
         return "PASS" if not math.isnan(self.value) and self.target.met(self.value) else "FAIL"
 
 
-def ms_row(figure: str, seconds: float, target: Target | None = None) -> Row:
+def ms_row(figure: str, seconds: float, target: Target | None = None, *, decimals: int = 0) -> Row:
     """A duration shown, and checked, in milliseconds."""
     value = seconds * 1000
-    return Row(figure, value, "n/a" if math.isnan(value) else f"{value:,.0f} ms", target)
+    return Row(figure, value, "n/a" if math.isnan(value) else f"{value:,.{decimals}f} ms", target)
 
 
 def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
@@ -64,4 +67,21 @@ def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
     widths = [max(len(c[i]) for c in [header, *cells]) for i in range(4)]
     return "\n".join(
         f"{c[0]:<{widths[0]}}  {c[1]:>{widths[1]}}  {c[2]:<{widths[2]}}  {c[3]}".rstrip() for c in [header, *cells]
+    )
+
+
+def machine() -> str:
+    """Where the figures were taken: the same code measured three times faster on one 2-core machine than another."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name":
+                model = value.strip()
+                break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, load average {load}"
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests.bench.bot_bench import BotBench, BotFigures, BotPlan
 from tests.bench.integrity import Integrity, check
-from tests.bench.report import MIB, NONE, Row, at_least, at_most, ms_row, percentile, table
+from tests.bench.report import MIB, NONE, Row, at_least, at_most, machine, ms_row, percentile, table
 from tests.bench.store_bench import StoreFigures, store_throughput
 
 FULL = BotPlan(
@@ -72,9 +72,10 @@ def rows(bot: BotFigures, store: StoreFigures, plan: BotPlan) -> list[Row]:
         ms_row("longest event-loop stall in the burst", bot.burst_stall, at_most(50, "ms")),
         ms_row("longest stall of the fakes' own loop, same window", bot.fake_stall),
         Row("CPU the hypervisor took from the machine, same window", bot.burst_stolen, f"{bot.burst_stolen:.2f} s"),
+        ms_row("bot CPU per burst request, same window", bot.burst_cpu_per_request, decimals=2),
         Row("idle RSS after start", mib := bot.idle_rss / MIB, f"{mib:.1f} MiB", at_most(80, "MiB")),
         Row("peak RSS", mib := bot.peak_rss / MIB, f"{mib:.1f} MiB"),
-        ms_row("CPU per job (throughput run)", bot.cpu_per_job),
+        ms_row("CPU per job (throughput run)", bot.cpu_per_job, decimals=1),
         Row("Discord requests per job (throughput run)", bot.requests_per_job, f"{bot.requests_per_job:.1f}"),
         Row(
             f"store reserve+commit/s, {STORE_WRITERS} writers",
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     bot, store, integrity = asyncio.run(measure(plan, workdir, STORE_PAIRS["quick" if args.quick else "full"]))
     results = rows(bot, store, plan)
+    print(f"machine: {machine()}\n")
     print(table(results, markdown=args.markdown))
     print(f"\n{integrity.summary}")
     for problem in integrity.problems:

@@ -19,9 +19,18 @@ def test_quick_run_measures_everything_and_finds_every_job_settled_once(
     code = run.main(["--quick", "--set", "STATUS_EDIT_INTERVAL_SECONDS=0.05", "--workdir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    for figure in ("start → ready", "ack p99, burst", "overhead p50", "throughput", "event-loop stall", "idle RSS"):
+    for figure in (
+        "start → ready",
+        "ack p99, burst",
+        "overhead p50",
+        "throughput",
+        "event-loop stall",
+        "idle RSS",
+        "bot CPU per burst request",
+    ):
         assert figure in out
     assert "store overspend" in out and "PROBLEM" not in out
+    assert out.startswith("machine: ") and "CPUs" in out.splitlines()[0]
 
 
 async def test_a_charge_without_a_posted_image_is_a_problem(tmp_path: Path) -> None:
