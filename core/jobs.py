@@ -155,8 +155,11 @@ class JobService:
             job.quota_limit = found.total
         else:
             job.quota_limit = request.quota_limit
+        row = job.to_row()
+        if job.state is JobState.QUEUED and (lease := self._queue_lease()):
+            row = replace(row, lease_owner=lease["owner"], lease_expires_at=lease["lease_until"])
         created = await self._store.create_job(
-            job.to_row(),
+            row,
             window=window.key,
             limit=job.quota_limit,
             max_per_user=self.limits.max_per_user,
@@ -207,7 +210,7 @@ class JobService:
             return None
         if job.approval_expires_at is not None and job.approval_expires_at <= self._clock():
             return None  # the sweeper will refund it
-        if not await self._store.queue_job(job_id, expect=[JobState.PENDING]):
+        if not await self._store.queue_job(job_id, expect=[JobState.PENDING], **self._queue_lease()):
             return None
         job.state = JobState.QUEUED
         log.info("job %s approved by %s", job.id, moderator_id)
@@ -359,6 +362,13 @@ class JobService:
     def _lease_until(self) -> str:
         return format_time(self._clock() + timedelta(seconds=self.limits.lease_seconds))
 
+    def _queue_lease(self) -> dict[str, str]:
+        """The lease of a job this process queues: with several processes, another one tells the requester their
+        place if this one stops (`take_over_expired`); with one, nobody else could."""
+        if not self._store.multi_process:
+            return {}
+        return {"owner": self.owner, "lease_until": self._lease_until()}
+
     def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
         error = None if task.cancelled() else task.exception()
@@ -474,8 +484,8 @@ class JobService:
                 log.exception("keeping the job leases failed")
 
     async def take_over_expired(self) -> int:
-        """Settles the running or delivering jobs of processes that stopped renewing their leases; returns how
-        many this process took."""
+        """Takes over the jobs of processes that stopped renewing their leases: settles the running or delivering
+        ones, and tells the queued ones their place from here on. Returns how many this process took."""
         now = format_time(self._clock())
         taken = 0
         for row in await self._store.expired_leases(now):
@@ -483,7 +493,13 @@ class JobService:
                 continue  # another process was first
             taken += 1
             log.info("job %s taken over from a process that stopped (it was %s)", row.id, row.state)
-            await self._settle_abandoned(Job.from_row(row), rerun=True)
+            job = Job.from_row(row)
+            if job.state is JobState.QUEUED:
+                self._queued_here[job.id] = job
+                self._idle.clear()
+                self._positions_changed.set()
+            else:
+                await self._settle_abandoned(job, rerun=True)
         return taken
 
     async def _settle_abandoned(self, job: Job, *, rerun: bool) -> None:
@@ -495,7 +511,7 @@ class JobService:
             and job.state is JobState.RUNNING
             and job.attempts == 0
             and job.reply.token_usable(self._clock())
-            and await self._store.queue_job(job.id, expect=[JobState.RUNNING])
+            and await self._store.queue_job(job.id, expect=[JobState.RUNNING], **self._queue_lease())
         ):
             log.info("job %s queued again to run once more", job.id)
             job.state, job.attempts = JobState.QUEUED, job.attempts + 1
@@ -538,7 +554,8 @@ class JobService:
     async def shutdown(self) -> None:
         """Stops taking jobs, lets running ones finish within the grace period, then settles the rest.
 
-        Queued jobs are refunded when this process is the only one; with several, they stay for the others.
+        Queued jobs are refunded when this process is the only one; with several, they stay for the others, who
+        take them over at once (`_hand_over`).
         """
         if not self._accepting and not self._tasks and self._lease_keeper is None:
             return
@@ -558,8 +575,20 @@ class JobService:
         if self._lease_keeper is not None:
             await _cancel([self._lease_keeper])
             self._lease_keeper = None
+            await self._hand_over()
         self._queued_here.clear()
         self._update_idle()
+
+    async def _hand_over(self) -> None:
+        """Ends this process's leases now (on the queued jobs it leaves to the others, and any running job it could
+        not settle), so that another process takes them over at its next look rather than a lease's length later."""
+        try:
+            handed = await self._store.renew_leases(owner=self.owner, lease_until=format_time(self._clock()))
+        except Exception:
+            log.warning("could not hand the jobs over; the other processes take them when the leases run out")
+            return
+        if handed:
+            log.info("handed %d job(s) over to the other processes", handed)
 
     async def _refund_queued(self) -> None:
         for job_id in await self._store.queued_job_ids():

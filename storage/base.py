@@ -40,7 +40,7 @@ class JobRow:
     quota_limit: int | None = None  # the requester's daily limit when they asked (roles and grants included)
     turn: int | None = None  # place in the fair order while queued (set by the store)
     attempts: int = 0  # times the job was re-run after its process died
-    lease_owner: str | None = None  # the process running or delivering it
+    lease_owner: str | None = None  # the process running or delivering it, or, queued, telling its place
     lease_expires_at: str | None = None  # ISO 8601, UTC; another process may take the job over after this
     created_at: str = ""
     updated_at: str = ""
@@ -116,9 +116,12 @@ class Store(Protocol):
         A queued job gets its turn."""
         ...
 
-    async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
+    async def queue_job(
+        self, job_id: str, *, expect: Iterable[str], owner: str | None = None, lease_until: str | None = None
+    ) -> bool:
         """Moves a job in one of the `expect` states (pending when approved, running for a re-run) to queued,
-        with a new turn (kept if it had one), no lease, and one more attempt when it was running."""
+        with a new turn (kept if it had one), leased to `owner` (who tells the requester their place) or to
+        nobody, and one more attempt when it was running."""
         ...
 
     async def claim_job(self, *, owner: str, lease_until: str, max_running: int) -> JobRow | None:
@@ -131,11 +134,12 @@ class Store(Protocol):
         ...
 
     async def renew_leases(self, *, owner: str, lease_until: str) -> int:
-        """Extends the lease of every active job `owner` holds; returns how many."""
+        """Extends the lease of every job `owner` holds (queued, running or delivering); returns how many."""
         ...
 
     async def expired_leases(self, now: str) -> list[JobRow]:
-        """Running or delivering jobs whose lease ran out before `now`: their process is gone."""
+        """Queued, running or delivering jobs whose lease ran out before `now`: their process is gone (or, with
+        `lease_until` in the past, handed them over)."""
         ...
 
     async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:

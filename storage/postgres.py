@@ -133,6 +133,9 @@ MIGRATIONS: tuple[str, ...] = (
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
 _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
+# States a process holds a lease on: running or delivering, the process doing it; queued, the process telling
+# the requester their place in the queue.
+_LEASED = _IN_SERVICE
 ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 NOTIFY_CHANNEL = "doubao_bot"
 
@@ -286,7 +289,9 @@ class PostgresStore:
         )
         return current if latest is None else max(current, latest + 1)
 
-    async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
+    async def queue_job(
+        self, job_id: str, *, expect: Iterable[str], owner: str | None = None, lease_until: str | None = None
+    ) -> bool:
         expected = [str(name) for name in expect]
         async with self._transaction() as db:
             user_id = await db.fetchval("SELECT user_id FROM jobs WHERE id = $1", job_id)
@@ -298,10 +303,12 @@ class PostgresStore:
                 return False
             turn = row["turn"] if row["turn"] is not None else await self._next_turn(db, user_id)
             await db.execute(
-                "UPDATE jobs SET state = 'queued', turn = $1, attempts = attempts + $2, lease_owner = NULL,"
-                " lease_expires_at = NULL, updated_at = $3 WHERE id = $4",
+                "UPDATE jobs SET state = 'queued', turn = $1, attempts = attempts + $2, lease_owner = $3,"
+                " lease_expires_at = $4, updated_at = $5 WHERE id = $6",
                 turn,
                 1 if row["state"] == "running" else 0,
+                owner,
+                lease_until,
                 utc_now(),
                 job_id,
             )
@@ -343,7 +350,7 @@ class PostgresStore:
 
     async def renew_leases(self, *, owner: str, lease_until: str) -> int:
         status = await self._pool.execute(
-            "UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('running', 'delivering')",
+            f"UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ({_LEASED})",
             lease_until,
             owner,
         )
@@ -351,7 +358,7 @@ class PostgresStore:
 
     async def expired_leases(self, now: str) -> list[JobRow]:
         query = (
-            f"{_SELECT_JOB} WHERE state IN ('running', 'delivering') AND lease_expires_at IS NOT NULL"
+            f"{_SELECT_JOB} WHERE state IN ({_LEASED}) AND lease_expires_at IS NOT NULL"
             " AND lease_expires_at < $1 ORDER BY created_at, seq"
         )
         return [job_from_row(row) for row in await self._pool.fetch(query, now)]
@@ -359,7 +366,7 @@ class PostgresStore:
     async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
         status = await self._pool.execute(
             "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2 WHERE id = $3"
-            " AND state IN ('running', 'delivering') AND lease_expires_at < $4",
+            f" AND state IN ({_LEASED}) AND lease_expires_at < $4",
             owner,
             lease_until,
             job_id,

@@ -188,6 +188,9 @@ MIGRATIONS: tuple[str, ...] = (
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
 _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
+# States a process holds a lease on: running or delivering, the process doing it; queued, the process telling
+# the requester their place in the queue.
+_LEASED = _IN_SERVICE
 ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
@@ -375,18 +378,20 @@ class SQLiteStore:
         """One statement, atomic on its own (with its triggers); returns how many rows it changed."""
         return await self._step(lambda db: db.execute(query, arguments).rowcount)
 
-    async def queue_job(self, job_id: str, *, expect: Iterable[str]) -> bool:
+    async def queue_job(
+        self, job_id: str, *, expect: Iterable[str], owner: str | None = None, lease_until: str | None = None
+    ) -> bool:
         expected = tuple(str(name) for name in expect)
         placeholders = ", ".join("?" for _ in expected)
         # A re-run keeps its turn (it goes first); an approved job gets one now.
         changed = await self._write(
             f"""
             UPDATE jobs SET state = 'queued', turn = COALESCE(turn, {_next_turn("jobs.user_id")}),
-                            attempts = attempts + (state = 'running'), lease_owner = NULL, lease_expires_at = NULL,
+                            attempts = attempts + (state = 'running'), lease_owner = ?, lease_expires_at = ?,
                             updated_at = ?
             WHERE id = ? AND state IN ({placeholders})
             """,
-            (utc_now(), job_id, *expected),
+            (owner, lease_until, utc_now(), job_id, *expected),
         )
         return changed == 1
 
@@ -408,14 +413,14 @@ class SQLiteStore:
     async def renew_leases(self, *, owner: str, lease_until: str) -> int:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ('running', 'delivering')",
+                f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({_LEASED})",
                 (lease_until, owner),
             )
             return cursor.rowcount
 
     async def expired_leases(self, now: str) -> list[JobRow]:
         query = (
-            f"{_SELECT_JOB} WHERE state IN ('running', 'delivering') AND lease_expires_at IS NOT NULL"
+            f"{_SELECT_JOB} WHERE state IN ({_LEASED}) AND lease_expires_at IS NOT NULL"
             " AND lease_expires_at < ? ORDER BY created_at, rowid"
         )
         async with self._reader.execute(query, (now,)) as cursor:
@@ -425,7 +430,7 @@ class SQLiteStore:
         async with self._transaction() as db:
             cursor = await db.execute(
                 "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?"
-                " AND state IN ('running', 'delivering') AND lease_expires_at < ?",
+                f" AND state IN ({_LEASED}) AND lease_expires_at < ?",
                 (owner, lease_until, job_id, now),
             )
             return cursor.rowcount == 1

@@ -8,7 +8,7 @@ import io
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -44,9 +44,11 @@ class RecordedEvents:
     approval_requests: list[Job] = field(default_factory=list)
     decisions: list[tuple[str, str, int | None]] = field(default_factory=list)
     no_mod_channel: bool = False
+    progressed: asyncio.Event = field(default_factory=asyncio.Event)  # set at each progress call
 
     def progress(self, job: Job, position: int | None) -> None:
         self.progress_log.append((job.id, position))
+        self.progressed.set()
 
     def stop_progress(self, job: Job) -> None:
         self.stopped.append(job.id)
@@ -720,6 +722,31 @@ async def test_a_delivering_job_of_a_stopped_process_is_checked_not_run_again(
     assert row is not None and row.state == ("done" if posted else "failed")
 
 
+async def announced(events: RecordedEvents, job_id: str, position: int) -> None:
+    """Until `events` were told `job_id` is at `position` in the queue (the announcer looks every moment)."""
+    async with asyncio.timeout(5):
+        while (job_id, position) not in events.progress_log:
+            events.progressed.clear()
+            await events.progressed.wait()
+
+
+def job_of_another_process(job_id: str, user: int = USER) -> Job:
+    return Job(job_id, Command.DRAW, DrawParams(prompt=job_id), GUILD, CHANNEL, user, "en", live_reply())
+
+
+async def test_a_queued_job_of_a_stopped_process_has_its_place_told_by_another(survivor, store, events, api) -> None:
+    # Its requester would otherwise see the place it had when its process stopped until a process claims it.
+    job = job_of_another_process("dead0000000000000000000000000002")
+    row = replace(job.to_row(), lease_owner="dead-process", lease_expires_at="2000-01-01T00:00:00+00:00")
+    assert await store.create_job(row, window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
+    assert await survivor.take_over_expired() == 1
+    assert await survivor.take_over_expired() == 0  # taken once
+    await announced(events, job.id, 1)
+    stored = await store.get_job(job.id)
+    assert stored is not None and (stored.state, stored.lease_owner) == ("queued", survivor.owner)
+    assert api.requests == [] and await store.ledger_totals() == {"reserved": 1, "committed": 0, "refunded": 0}
+
+
 def test_a_place_far_back_is_announced_only_when_it_crosses_a_bound() -> None:
     from core.jobs import _bracket
 
@@ -729,6 +756,19 @@ def test_a_place_far_back_is_announced_only_when_it_crosses_a_bound() -> None:
     assert _bracket(4999) == 5000 and _bracket(10**6) == _bracket(5001)
 
 
+def process_service(store: Store, api: FakeDoubao, session: aiohttp.ClientSession, **limits: float) -> JobService:
+    """The job service of one of several processes sharing `store`."""
+    client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=10, max_attempts=1)
+    return JobService(
+        store=store,
+        quota=QuotaService(store, daily_limit=5),
+        client=client,
+        session=session,
+        extras=ApiExtras(),
+        limits=JobLimits(**limits),  # type: ignore[arg-type]
+    )
+
+
 async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(
     postgres_url: str, api: FakeDoubao, session: aiohttp.ClientSession, events: RecordedEvents
 ) -> None:
@@ -736,16 +776,7 @@ async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(
     # lets finish, so that no other process takes them over (and calls the API for them again) meanwhile.
     started, release = hold(api)
     async with open_store(postgres_url) as store:
-        client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=10, max_attempts=1)
-        limits = JobLimits(lease_seconds=0.6, shutdown_grace=5.0)
-        service = JobService(
-            store=store,
-            quota=QuotaService(store, daily_limit=5),
-            client=client,
-            session=session,
-            extras=ApiExtras(),
-            limits=limits,
-        )
+        service = process_service(store, api, session, lease_seconds=0.6, shutdown_grace=5.0)
         await service.start(events)
         job = await service.submit(draw())
         await started.wait()
@@ -755,3 +786,35 @@ async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(
         release.set()
         await stopping
         assert job.state is JobState.DONE and len(api.requests) == 1
+
+
+async def test_a_process_leaving_hands_its_queued_jobs_over_at_once(
+    postgres_url: str, api: FakeDoubao, session: aiohttp.ClientSession
+) -> None:
+    # Several processes share PostgreSQL. A job queued from one is leased to it (it tells the requester their place);
+    # when it shuts down, another takes the job over at its next look, not a lease's length (a minute) later.
+    async with open_store(postgres_url) as store:
+        # Another process runs the one job the limit allows, so the queued job stays queued throughout.
+        busy = job_of_another_process("busy0000000000000000000000000001", user=1)
+        assert await store.create_job(busy.to_row(), window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
+        assert await store.claim_job(owner="busy-process", lease_until="2999-01-01T00:00:00+00:00", max_running=1)
+        leaving_events, staying_events = RecordedEvents(), RecordedEvents()
+        leaving = process_service(store, api, session, max_concurrent=1, lease_seconds=3600, shutdown_grace=0.1)
+        staying = process_service(store, api, session, max_concurrent=1, lease_seconds=3600)
+        await leaving.start(leaving_events)
+        await staying.start(staying_events)
+        try:
+            job = await leaving.submit(draw("queued"))
+            await announced(leaving_events, job.id, 1)
+            row = await store.get_job(job.id)
+            assert row is not None and (row.state, row.lease_owner) == ("queued", leaving.owner)
+            assert await staying.take_over_expired() == 0  # the leaving process still holds it
+            await leaving.shutdown()
+            assert await staying.take_over_expired() == 1
+            await announced(staying_events, job.id, 1)
+            row = await store.get_job(job.id)
+            assert row is not None and (row.state, row.lease_owner) == ("queued", staying.owner)
+            assert api.requests == []
+        finally:
+            await leaving.shutdown()
+            await staying.shutdown()

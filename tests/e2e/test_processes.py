@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,6 +246,39 @@ async def test_the_jobs_of_a_killed_process_are_finished_once_by_the_other(tmp_p
         finals = [await cluster.store.get_job(job.id) for job in jobs]
         assert [(row.state, row.attempts) for row in finals if row] == [("done", 1), ("failed", 0)]
         assert all(row and row.lease_owner not in (None, jobs[0].lease_owner) for row in finals)  # the survivor's
+
+
+def shows(text: str) -> Callable[[InteractionRecord], bool]:
+    return lambda record: record.message is not None and text in record.message.content
+
+
+async def test_the_queued_jobs_of_a_process_that_stops_are_told_their_place_by_the_other(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Shard 0's process, alone at first, runs one job and queues two; it stops (a rolling restart) once shard 1's is
+    up. Its running job is refunded; the other process runs the first in line and tells the second it has moved up,
+    which the stopped process no longer can."""
+    async with shard_processes(tmp_path, postgres_url, {"MAX_CONCURRENT_JOBS": "1"}, started=(0,)) as cluster:
+        hold = Hold()
+        cluster.api.default_response = hold
+        guild = cluster.guilds[0]
+        alice, bob, carol = (cluster.member(name, guild) for name in ("alice", "bob", "carol"))
+        running = await cluster.draw(alice, guild, "running")
+        await hold.arrived()
+        first = await cluster.draw(bob, guild, "first in line")
+        await first.wait_for(shows("Queued: position 1"), 5, "its place")
+        second = await cluster.draw(carol, guild, "second in line")
+        await second.wait_for(shows("Queued: position 2"), 5, "its place")
+        await cluster.processes[1].start()
+
+        assert await cluster.processes[0].terminate() == 0
+        assert "Nothing was counted" in (await outcome(running)).content
+        await hold.arrived()  # the first in line, in the other process
+        await second.wait_for(shows("Queued: position 1"), 2 * LEASE_SECONDS, "its new place")
+        assert [cluster.shard_of_key(call.api_key) for call in cluster.calls("first in line")] == [1]
+        hold.release()
+        assert (await outcome(first)).attachments and (await outcome(second)).attachments
+        assert await cluster.settled() == {"reserved": 0, "committed": 2, "refunded": 1}
 
 
 async def test_a_job_run_by_the_other_process_keeps_its_image_and_buttons(tmp_path: Path, postgres_url: str) -> None:

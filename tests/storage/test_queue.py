@@ -128,6 +128,25 @@ async def test_leases_are_renewed_by_their_holder_and_taken_over_once_expired(st
     assert row is not None and row.lease_owner in ("p2", "p3")
 
 
+async def test_a_queued_job_is_leased_to_the_process_telling_its_place_until_claimed(store: Store) -> None:
+    # Queued from p1 (which tells the requester their place); a job claimed by p2 is p2's whatever queued it.
+    for job_id, lease in (("a1", PAST), ("a2", LEASE)):
+        queued = replace(job(job_id, user=1), lease_owner="p1", lease_expires_at=lease)
+        assert await store.create_job(queued, window=DAY, limit=100) is Created.CREATED
+    await put(store, (2, "pending-b"), state="pending")
+    assert await store.queue_job("pending-b", expect=["pending"], owner="p3", lease_until=PAST)  # approved in p3
+    assert [row.id for row in await store.expired_leases(NOW)] == ["a1", "pending-b"]
+    assert await store.renew_leases(owner="p1", lease_until=LEASE) == 2
+    assert [row.id for row in await store.expired_leases(NOW)] == ["pending-b"]
+    assert await store.take_over("pending-b", owner="p2", lease_until=LEASE, now=NOW)
+    row = await store.get_job("pending-b")
+    assert row is not None and (row.state, row.lease_owner) == ("queued", "p2")
+    assert await claim(store, "p2") == "a1"
+    assert await store.renew_leases(owner="p1", lease_until=PAST) == 1  # a1 is not p1's any more
+    row = await store.get_job("a1")
+    assert row is not None and (row.state, row.lease_owner) == ("running", "p2")
+
+
 async def test_a_process_that_lost_its_job_cannot_move_or_settle_it(store: Store) -> None:
     await put(store, (1, "a1"))
     assert await claim(store, "p1", lease=PAST) == "a1"
