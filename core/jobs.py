@@ -5,8 +5,9 @@ when the image was posted and refunded on any other ending, exactly once (the st
 
 The queue is the store's (`Store.claim_job`), so several processes can share one: each claims the next job in
 the fair order when it has an API slot free, and `Store.publish("queue")` wakes them when something changed.
-With a store shared by several processes, running jobs are leased; a process that dies loses its leases and
-another takes its jobs over (`_take_over_expired`). A store of one process is recovered when it starts.
+With a store shared by several processes, jobs are leased: a running or delivering one to the process doing it, a
+queued one to the process telling its requester their place. A process that dies loses its leases and another
+takes its jobs over (`take_over_expired`). A store of one process is recovered when it starts.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from core.job import (
 from core.metrics import Metrics
 from core.params import CharacterParams, Command, params_to_dict, with_seed
 from core.quota import Clock, QuotaService, QuotaStatus, exhausted, utc_now
-from storage.base import ACTIVE_STATES, Created, MemberRecord, Store
+from storage.base import ACTIVE_STATES, LEASED_STATES, Created, MemberRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -474,14 +475,30 @@ class JobService:
                 log.exception("sweeping expired approval requests failed")
 
     async def _keep_leases(self) -> None:
-        """Renews this process's leases and takes over the jobs of processes whose leases ran out."""
+        """Renews this process's leases and, while it takes jobs, takes over those of processes whose leases ran
+        out."""
         while True:
             await asyncio.sleep(self.limits.lease_seconds / 3)
             try:
-                await self._store.renew_leases(owner=self.owner, lease_until=self._lease_until())
-                await self.take_over_expired()
+                await self._renew_leases()
+                if self._accepting:
+                    await self.take_over_expired()
             except Exception:
                 log.exception("keeping the job leases failed")
+
+    async def _renew_leases(self) -> None:
+        """Renews the leases; shutting down, only those of the jobs still running here (the queued ones are the
+        others' now). A queued job this process no longer holds (another took it over while this one was too slow
+        to renew) is not announced from here any more: two processes would edit its status in turn."""
+        announcing = set(self._queued_here)  # all stored before the renewal starts, so it sees them
+        states = LEASED_STATES if self._accepting else (JobState.RUNNING, JobState.DELIVERING)
+        held = await self._store.renew_leases(owner=self.owner, lease_until=self._lease_until(), states=states)
+        for job_id in announcing.difference(held, self._running):
+            job = self._queued_here.get(job_id)
+            if job is not None:
+                log.info("job %s: its place is told by another process now", job_id)
+                self.events.stop_progress(job)
+                self._forget_queued(job_id)
 
     async def take_over_expired(self) -> int:
         """Takes over the jobs of processes that stopped renewing their leases: settles the running or delivering
@@ -489,8 +506,9 @@ class JobService:
         now = format_time(self._clock())
         taken = 0
         for row in await self._store.expired_leases(now):
-            if not await self._store.take_over(row.id, owner=self.owner, lease_until=self._lease_until(), now=now):
-                continue  # another process was first
+            lease = self._lease_until()
+            if not await self._store.take_over(row.id, state=row.state, owner=self.owner, lease_until=lease, now=now):
+                continue  # another process was first, or the job moved on since it was read
             taken += 1
             log.info("job %s taken over from a process that stopped (it was %s)", row.id, row.state)
             job = Job.from_row(row)
@@ -563,7 +581,9 @@ class JobService:
         # The leases are kept while running jobs finish, or another process would take them over meanwhile.
         await _cancel(self._tasks)
         self._tasks = []
-        if not self._store.multi_process:
+        if self._store.multi_process:
+            await self._hand_over(states=[JobState.QUEUED])  # the others tell them their places from now on
+        else:
             await self._refund_queued()
         running = set(self._running.values())
         if running:
@@ -579,16 +599,19 @@ class JobService:
         self._queued_here.clear()
         self._update_idle()
 
-    async def _hand_over(self) -> None:
-        """Ends this process's leases now (on the queued jobs it leaves to the others, and any running job it could
-        not settle), so that another process takes them over at its next look rather than a lease's length later."""
+    async def _hand_over(self, states: Iterable[str] = LEASED_STATES) -> None:
+        """Ends this process's leases on its jobs in `states` now (the queued ones it leaves to the others, and at
+        the very end any job it could not settle), so that another process takes them over at its next look rather
+        than a lease's length later."""
         try:
-            handed = await self._store.renew_leases(owner=self.owner, lease_until=format_time(self._clock()))
+            handed = await self._store.renew_leases(
+                owner=self.owner, lease_until=format_time(self._clock()), states=states
+            )
         except Exception:
             log.warning("could not hand the jobs over; the other processes take them when the leases run out")
             return
         if handed:
-            log.info("handed %d job(s) over to the other processes", handed)
+            log.info("handed %d job(s) over to the other processes", len(handed))
 
     async def _refund_queued(self) -> None:
         for job_id in await self._store.queued_job_ids():

@@ -8,6 +8,9 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 ACTIVE_STATES = ("pending", "queued", "running", "delivering")
+# States a process holds a lease on (several processes): running or delivering, the process doing it; queued, the
+# process telling the requester their place in the queue.
+LEASED_STATES = ("queued", "running", "delivering")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
@@ -133,8 +136,9 @@ class Store(Protocol):
         """Every queued job's id, in the order they will be served."""
         ...
 
-    async def renew_leases(self, *, owner: str, lease_until: str) -> int:
-        """Extends the lease of every job `owner` holds (queued, running or delivering); returns how many."""
+    async def renew_leases(self, *, owner: str, lease_until: str, states: Iterable[str] = LEASED_STATES) -> list[str]:
+        """Extends (or, with `lease_until` in the past, ends) the lease of every job in `states` that `owner`
+        holds; returns their ids."""
         ...
 
     async def expired_leases(self, now: str) -> list[JobRow]:
@@ -142,8 +146,9 @@ class Store(Protocol):
         `lease_until` in the past, handed them over)."""
         ...
 
-    async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
-        """Leases a job whose lease ran out before `now` to `owner`; False when another process was first."""
+    async def take_over(self, job_id: str, *, state: str, owner: str, lease_until: str, now: str) -> bool:
+        """Leases a job still in `state` whose lease ran out before `now` to `owner`; False when another process
+        was first, or the job has moved on (claimed, settled) since it was seen."""
         ...
 
     def listen(self, callback: Callable[[str], None]) -> None:

@@ -22,7 +22,16 @@ from storage._rows import (
     settle_state,
     utc_now,
 )
-from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, Created, JobRow, MemberRecord, StoreUnavailable
+from storage.base import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    LEASED_STATES,
+    BanRow,
+    Created,
+    JobRow,
+    MemberRecord,
+    StoreUnavailable,
+)
 from storage.urls import postgres_connect_args, redact_url
 
 log = logging.getLogger(__name__)
@@ -133,9 +142,7 @@ MIGRATIONS: tuple[str, ...] = (
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
 _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
-# States a process holds a lease on: running or delivering, the process doing it; queued, the process telling
-# the requester their place in the queue.
-_LEASED = _IN_SERVICE
+_LEASED = ", ".join(f"'{name}'" for name in LEASED_STATES)
 ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 NOTIFY_CHANNEL = "doubao_bot"
 
@@ -317,13 +324,13 @@ class PostgresStore:
     async def claim_job(self, *, owner: str, lease_until: str, max_running: int) -> JobRow | None:
         async with self._transaction() as db:
             # Claims take turns, so the count of running jobs (the calls to 302.ai in flight) is exact across
-            # processes; SKIP LOCKED passes over a queued job that a cancel or an approval is changing right now.
+            # processes. No SKIP LOCKED: a queued row is locked for a moment by a lease renewal too, and passing over
+            # it would serve a later turn first. A row a cancel has just taken out of the queue is not returned (the
+            # cancel's notice makes the dispatcher look again).
             await db.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
             if await _count(db, "SELECT COUNT(*) FROM jobs WHERE state = 'running'") >= max_running:
                 return None
-            row = await db.fetchrow(
-                f"{_SELECT_JOB} WHERE state = 'queued' ORDER BY turn, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
-            )
+            row = await db.fetchrow(f"{_SELECT_JOB} WHERE state = 'queued' ORDER BY turn, seq LIMIT 1 FOR UPDATE")
             if row is None:
                 return None
             job = job_from_row(row)
@@ -348,13 +355,14 @@ class PostgresStore:
         rows = await self._pool.fetch("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, seq")
         return [row[0] for row in rows]
 
-    async def renew_leases(self, *, owner: str, lease_until: str) -> int:
-        status = await self._pool.execute(
-            f"UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ({_LEASED})",
+    async def renew_leases(self, *, owner: str, lease_until: str, states: Iterable[str] = LEASED_STATES) -> list[str]:
+        rows = await self._pool.fetch(
+            "UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND state = ANY($3::text[]) RETURNING id",
             lease_until,
             owner,
+            [str(name) for name in states],
         )
-        return _affected(status)
+        return [row[0] for row in rows]
 
     async def expired_leases(self, now: str) -> list[JobRow]:
         query = (
@@ -363,13 +371,14 @@ class PostgresStore:
         )
         return [job_from_row(row) for row in await self._pool.fetch(query, now)]
 
-    async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
+    async def take_over(self, job_id: str, *, state: str, owner: str, lease_until: str, now: str) -> bool:
         status = await self._pool.execute(
-            "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2 WHERE id = $3"
-            f" AND state IN ({_LEASED}) AND lease_expires_at < $4",
+            "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2"
+            " WHERE id = $3 AND state = $4 AND lease_expires_at < $5",
             owner,
             lease_until,
             job_id,
+            state,
             now,
         )
         return _affected(status) == 1

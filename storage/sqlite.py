@@ -22,7 +22,7 @@ from storage._rows import (
     job_values,
     utc_now,
 )
-from storage.base import ACTIVE_STATES, FINAL_STATES, BanRow, Created, JobRow, MemberRecord
+from storage.base import ACTIVE_STATES, FINAL_STATES, LEASED_STATES, BanRow, Created, JobRow, MemberRecord
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +188,7 @@ MIGRATIONS: tuple[str, ...] = (
 _SELECT_JOB = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _ACTIVE = ", ".join(f"'{name}'" for name in ACTIVE_STATES)
 _IN_SERVICE = "'queued', 'running', 'delivering'"  # states whose turn still counts for the fair order
-# States a process holds a lease on: running or delivering, the process doing it; queued, the process telling
-# the requester their place in the queue.
-_LEASED = _IN_SERVICE
+_LEASED = ", ".join(f"'{name}'" for name in LEASED_STATES)
 ROUND_KEY = "queue_round"  # in meta: the turn of the job claimed last
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
@@ -410,13 +408,16 @@ class SQLiteStore:
         rows = await self._reader.execute_fetchall("SELECT id FROM jobs WHERE state = 'queued' ORDER BY turn, rowid")
         return [row[0] for row in rows]
 
-    async def renew_leases(self, *, owner: str, lease_until: str) -> int:
+    async def renew_leases(self, *, owner: str, lease_until: str, states: Iterable[str] = LEASED_STATES) -> list[str]:
+        chosen = tuple(str(name) for name in states)
+        placeholders = ", ".join("?" for _ in chosen)
         async with self._transaction() as db:
-            cursor = await db.execute(
-                f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({_LEASED})",
-                (lease_until, owner),
+            rows = await db.execute_fetchall(
+                f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({placeholders})"
+                " RETURNING id",
+                (lease_until, owner, *chosen),
             )
-            return cursor.rowcount
+            return [row[0] for row in rows]
 
     async def expired_leases(self, now: str) -> list[JobRow]:
         query = (
@@ -426,12 +427,12 @@ class SQLiteStore:
         async with self._reader.execute(query, (now,)) as cursor:
             return [job_from_row(row) async for row in cursor]
 
-    async def take_over(self, job_id: str, *, owner: str, lease_until: str, now: str) -> bool:
+    async def take_over(self, job_id: str, *, state: str, owner: str, lease_until: str, now: str) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?"
-                f" AND state IN ({_LEASED}) AND lease_expires_at < ?",
-                (owner, lease_until, job_id, now),
+                "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?"
+                " WHERE id = ? AND state = ? AND lease_expires_at < ?",
+                (owner, lease_until, job_id, state, now),
             )
             return cursor.rowcount == 1
 

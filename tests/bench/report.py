@@ -71,7 +71,8 @@ def table(rows: Sequence[Row], *, markdown: bool = False) -> str:
 
 
 def machine() -> str:
-    """Where the figures were taken: the same code measured three times faster on one 2-core machine than another."""
+    """Where the figures were taken: the same code measured several times faster on one 2-core machine than on
+    another."""
     model = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():

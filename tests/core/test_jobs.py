@@ -44,14 +44,15 @@ class RecordedEvents:
     approval_requests: list[Job] = field(default_factory=list)
     decisions: list[tuple[str, str, int | None]] = field(default_factory=list)
     no_mod_channel: bool = False
-    progressed: asyncio.Event = field(default_factory=asyncio.Event)  # set at each progress call
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at each progress or stop_progress call
 
     def progress(self, job: Job, position: int | None) -> None:
         self.progress_log.append((job.id, position))
-        self.progressed.set()
+        self.changed.set()
 
     def stop_progress(self, job: Job) -> None:
         self.stopped.append(job.id)
+        self.changed.set()
 
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         if self.fail_delivery:
@@ -722,16 +723,28 @@ async def test_a_delivering_job_of_a_stopped_process_is_checked_not_run_again(
     assert row is not None and row.state == ("done" if posted else "failed")
 
 
-async def announced(events: RecordedEvents, job_id: str, position: int) -> None:
-    """Until `events` were told `job_id` is at `position` in the queue (the announcer looks every moment)."""
+async def recorded(events: RecordedEvents, check: Callable[[], bool]) -> None:
+    """Until `check()` holds, looked at whenever a job's progress changes (the announcer looks every moment)."""
     async with asyncio.timeout(5):
-        while (job_id, position) not in events.progress_log:
-            events.progressed.clear()
-            await events.progressed.wait()
+        while not check():
+            events.changed.clear()
+            await events.changed.wait()
+
+
+async def announced(events: RecordedEvents, job_id: str, position: int) -> None:
+    """Until `events` were told `job_id` is at `position` in the queue."""
+    await recorded(events, lambda: (job_id, position) in events.progress_log)
 
 
 def job_of_another_process(job_id: str, user: int = USER) -> Job:
     return Job(job_id, Command.DRAW, DrawParams(prompt=job_id), GUILD, CHANNEL, user, "en", live_reply())
+
+
+async def run_elsewhere(store: Store, job_id: str) -> None:
+    """Another process runs a job (the one the limit of 1 allows, so that jobs queued after it stay queued)."""
+    busy = job_of_another_process(job_id, user=1)
+    assert await store.create_job(busy.to_row(), window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
+    assert await store.claim_job(owner="busy-process", lease_until="2999-01-01T00:00:00+00:00", max_running=1)
 
 
 async def test_a_queued_job_of_a_stopped_process_has_its_place_told_by_another(survivor, store, events, api) -> None:
@@ -773,16 +786,19 @@ async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(
     postgres_url: str, api: FakeDoubao, session: aiohttp.ClientSession, events: RecordedEvents
 ) -> None:
     # Several processes share PostgreSQL: a process that is shutting down keeps renewing the leases of the jobs it
-    # lets finish, so that no other process takes them over (and calls the API for them again) meanwhile.
+    # lets finish, so that no other process takes them over (and calls the API for them again) meanwhile. The job
+    # it had queued is the others' at once: its lease is not renewed.
     started, release = hold(api)
     async with open_store(postgres_url) as store:
-        service = process_service(store, api, session, lease_seconds=0.6, shutdown_grace=5.0)
+        service = process_service(store, api, session, max_concurrent=1, lease_seconds=0.6, shutdown_grace=5.0)
         await service.start(events)
         job = await service.submit(draw())
         await started.wait()
+        queued = await service.submit(draw("queued", user=USER + 1))
         stopping = asyncio.create_task(service.shutdown())
         await asyncio.sleep(1.5)  # well past the lease's first term
-        assert await store.expired_leases(format_time(datetime.now(UTC))) == []
+        expired = await store.expired_leases(format_time(datetime.now(UTC)))
+        assert [(row.id, row.state) for row in expired] == [(queued.id, "queued")]
         release.set()
         await stopping
         assert job.state is JobState.DONE and len(api.requests) == 1
@@ -794,10 +810,7 @@ async def test_a_process_leaving_hands_its_queued_jobs_over_at_once(
     # Several processes share PostgreSQL. A job queued from one is leased to it (it tells the requester their place);
     # when it shuts down, another takes the job over at its next look, not a lease's length (a minute) later.
     async with open_store(postgres_url) as store:
-        # Another process runs the one job the limit allows, so the queued job stays queued throughout.
-        busy = job_of_another_process("busy0000000000000000000000000001", user=1)
-        assert await store.create_job(busy.to_row(), window=QuotaWindow.daily(datetime.now(UTC)).key, limit=5)
-        assert await store.claim_job(owner="busy-process", lease_until="2999-01-01T00:00:00+00:00", max_running=1)
+        await run_elsewhere(store, "busy0000000000000000000000000001")
         leaving_events, staying_events = RecordedEvents(), RecordedEvents()
         leaving = process_service(store, api, session, max_concurrent=1, lease_seconds=3600, shutdown_grace=0.1)
         staying = process_service(store, api, session, max_concurrent=1, lease_seconds=3600)
@@ -818,3 +831,50 @@ async def test_a_process_leaving_hands_its_queued_jobs_over_at_once(
         finally:
             await leaving.shutdown()
             await staying.shutdown()
+
+
+async def test_one_process_leases_no_queued_job(service, store) -> None:
+    job = await service.submit(draw())
+    row = await store.get_job(job.id)
+    assert row is not None and (row.lease_owner, row.lease_expires_at) == (None, None)
+
+
+async def test_an_approved_job_is_leased_to_the_process_that_queued_it(
+    postgres_url: str, api: FakeDoubao, session: aiohttp.ClientSession, events: RecordedEvents
+) -> None:
+    async with open_store(postgres_url) as store:
+        await run_elsewhere(store, "busy0000000000000000000000000002")
+        service = process_service(store, api, session, max_concurrent=1)
+        await service.start(events)
+        try:
+            job = await service.submit(needing_approval())
+            row = await store.get_job(job.id)
+            assert row is not None and (row.state, row.lease_owner) == ("pending", None)
+            assert await service.approve(job.id, moderator_id=7) is not None
+            row = await store.get_job(job.id)
+            assert row is not None and (row.state, row.lease_owner) == ("queued", service.owner)
+        finally:
+            await service.shutdown()
+
+
+async def test_a_process_that_lost_a_queued_job_to_another_stops_announcing_it(
+    postgres_url: str, api: FakeDoubao, session: aiohttp.ClientSession, events: RecordedEvents
+) -> None:
+    # This process was too slow to renew (a stall, a database outage) and another took the job over: only one of
+    # them may edit its status from then on.
+    async with open_store(postgres_url) as store:
+        await run_elsewhere(store, "busy0000000000000000000000000003")
+        service = process_service(store, api, session, max_concurrent=1, lease_seconds=0.6)
+        await service.start(events)
+        try:
+            job = await service.submit(draw())
+            await announced(events, job.id, 1)
+            lapsed = "2000-01-01T00:00:00+00:00"
+            assert await store.renew_leases(owner=service.owner, lease_until=lapsed, states=["queued"]) == [job.id]
+            now = format_time(datetime.now(UTC))
+            assert await store.take_over(job.id, state="queued", owner="other", lease_until="2999-01-01", now=now)
+            await recorded(events, lambda: job.id in events.stopped)  # at this process's next renewal
+            row = await store.get_job(job.id)
+            assert row is not None and (row.state, row.lease_owner) == ("queued", "other")
+        finally:
+            await service.shutdown()

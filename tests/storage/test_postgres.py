@@ -7,13 +7,14 @@ import logging
 import traceback
 from urllib.parse import quote
 
+import asyncpg
 import pytest
 
 from storage import StoreUnavailable, open_store
 from storage.postgres import PostgresStore
 from storage.urls import is_postgres_url, postgres_connect_args, redact_url
 from tests.postgres import PostgresCluster
-from tests.storage.helpers import DAY, GUILD, USER, reserve
+from tests.storage.helpers import DAY, GUILD, USER, job, reserve
 
 PASSWORD = "s3cret:@/pass"
 ENCODED = quote(PASSWORD, safe="")
@@ -112,3 +113,25 @@ async def test_no_password_in_logs_reprs_or_errors(
     shown += caplog.text
     assert password not in shown and quote(password, safe="") not in shown
     assert "s3cret" not in shown
+
+
+async def test_a_claim_waits_for_a_queued_job_locked_for_a_moment_instead_of_serving_the_next_turn(
+    postgres_url: str,
+) -> None:
+    # A lease renewal locks the queued rows it updates; a claim passing over them would serve a later turn first.
+    async with open_store(postgres_url) as store:
+        for job_id, user in (("first", 1), ("second", 2)):
+            assert await store.create_job(job(job_id, user=user), window=DAY, limit=5)
+        renewing = await asyncpg.connect(**postgres_connect_args(postgres_url))
+        try:
+            transaction = renewing.transaction()
+            await transaction.start()
+            await renewing.execute("UPDATE jobs SET lease_expires_at = '2999-01-01' WHERE id = 'first'")
+            claim = asyncio.create_task(store.claim_job(owner="p1", lease_until="2999-01-01", max_running=5))
+            await asyncio.sleep(0.3)
+            assert not claim.done()  # waits for the renewal's row lock
+            await transaction.commit()
+            claimed = await asyncio.wait_for(claim, 5)
+        finally:
+            await renewing.close()
+        assert claimed is not None and claimed.id == "first"

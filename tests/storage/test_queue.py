@@ -118,11 +118,13 @@ async def test_leases_are_renewed_by_their_holder_and_taken_over_once_expired(st
     assert await claim(store, "p1", lease=PAST) == "a1"
     assert await claim(store, "p2", lease=LEASE) == "b1"
     assert [row.id for row in await store.expired_leases(NOW)] == ["a1"]
-    assert await store.renew_leases(owner="p1", lease_until=LEASE) == 1
+    assert await store.renew_leases(owner="p1", lease_until=LEASE) == ["a1"]
     assert await store.expired_leases(NOW) == []
-    assert not await store.take_over("a1", owner="p2", lease_until=LEASE, now=NOW)
+    assert not await store.take_over("a1", state="running", owner="p2", lease_until=LEASE, now=NOW)
     await store.renew_leases(owner="p1", lease_until=PAST)  # p1 stops renewing
-    results = await asyncio.gather(*(store.take_over("a1", owner=f"p{n}", lease_until=LEASE, now=NOW) for n in (2, 3)))
+    assert not await store.take_over("a1", state="queued", owner="p2", lease_until=LEASE, now=NOW)  # moved on
+    takers = (store.take_over("a1", state="running", owner=f"p{n}", lease_until=LEASE, now=NOW) for n in (2, 3))
+    results = await asyncio.gather(*takers)
     assert sorted(results) == [False, True]
     row = await store.get_job("a1")
     assert row is not None and row.lease_owner in ("p2", "p3")
@@ -136,13 +138,14 @@ async def test_a_queued_job_is_leased_to_the_process_telling_its_place_until_cla
     await put(store, (2, "pending-b"), state="pending")
     assert await store.queue_job("pending-b", expect=["pending"], owner="p3", lease_until=PAST)  # approved in p3
     assert [row.id for row in await store.expired_leases(NOW)] == ["a1", "pending-b"]
-    assert await store.renew_leases(owner="p1", lease_until=LEASE) == 2
+    assert sorted(await store.renew_leases(owner="p1", lease_until=LEASE)) == ["a1", "a2"]
     assert [row.id for row in await store.expired_leases(NOW)] == ["pending-b"]
-    assert await store.take_over("pending-b", owner="p2", lease_until=LEASE, now=NOW)
+    assert await store.take_over("pending-b", state="queued", owner="p2", lease_until=LEASE, now=NOW)
     row = await store.get_job("pending-b")
     assert row is not None and (row.state, row.lease_owner) == ("queued", "p2")
     assert await claim(store, "p2") == "a1"
-    assert await store.renew_leases(owner="p1", lease_until=PAST) == 1  # a1 is not p1's any more
+    assert await store.renew_leases(owner="p1", lease_until=PAST, states=["running"]) == []
+    assert await store.renew_leases(owner="p1", lease_until=PAST) == ["a2"]  # a1 is not p1's any more
     row = await store.get_job("a1")
     assert row is not None and (row.state, row.lease_owner) == ("running", "p2")
 
@@ -150,7 +153,7 @@ async def test_a_queued_job_is_leased_to_the_process_telling_its_place_until_cla
 async def test_a_process_that_lost_its_job_cannot_move_or_settle_it(store: Store) -> None:
     await put(store, (1, "a1"))
     assert await claim(store, "p1", lease=PAST) == "a1"
-    assert await store.take_over("a1", owner="p2", lease_until=LEASE, now=NOW)
+    assert await store.take_over("a1", state="running", owner="p2", lease_until=LEASE, now=NOW)
     assert not await store.update_job("a1", expect=["running"], held_by="p1", state="delivering")
     assert not await store.finish_job("a1", "failed", error="error.restarting", held_by="p1")
     assert await store.finish_job("a1", "done", held_by="p2")
