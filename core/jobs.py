@@ -104,6 +104,7 @@ class JobService:
         self._positions_changed = asyncio.Event()  # wakes the announcer
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_keeper: asyncio.Task[None] | None = None
+        self._lease_round = asyncio.Lock()  # a renewal and take-over round; shutdown's hand-over waits for it
         self._accepting = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -479,12 +480,12 @@ class JobService:
         out."""
         while True:
             await asyncio.sleep(self.limits.lease_seconds / 3)
-            try:
-                await self._renew_leases()
-                if self._accepting:
+            async with self._lease_round:
+                try:
+                    await self._renew_leases()
                     await self.take_over_expired()
-            except Exception:
-                log.exception("keeping the job leases failed")
+                except Exception:
+                    log.exception("keeping the job leases failed")
 
     async def _renew_leases(self) -> None:
         """Renews the leases; shutting down, only those of the jobs still running here (the queued ones are the
@@ -506,6 +507,8 @@ class JobService:
         now = format_time(self._clock())
         taken = 0
         for row in await self._store.expired_leases(now):
+            if not self._accepting:
+                break  # shutting down: this process takes on nothing more
             lease = self._lease_until()
             if not await self._store.take_over(row.id, state=row.state, owner=self.owner, lease_until=lease, now=now):
                 continue  # another process was first, or the job moved on since it was read
@@ -582,7 +585,7 @@ class JobService:
         await _cancel(self._tasks)
         self._tasks = []
         if self._store.multi_process:
-            await self._hand_over(states=[JobState.QUEUED])  # the others tell them their places from now on
+            await self._leave_queued_jobs()
         else:
             await self._refund_queued()
         running = set(self._running.values())
@@ -598,6 +601,16 @@ class JobService:
             await self._hand_over()
         self._queued_here.clear()
         self._update_idle()
+
+    async def _leave_queued_jobs(self) -> None:
+        """Several processes: the others tell the queued jobs their places from their next look. A lease round
+        under way finishes first, or it could renew (or adopt) queued jobs after the hand-over."""
+        async with self._lease_round:
+            await self._hand_over(states=[JobState.QUEUED])
+        for job in self._queued_here.values():
+            self.events.stop_progress(job)  # a status edit still waiting here must not land after the others'
+        self._queued_here.clear()
+        self._announced.clear()
 
     async def _hand_over(self, states: Iterable[str] = LEASED_STATES) -> None:
         """Ends this process's leases on its jobs in `states` now (the queued ones it leaves to the others, and at
