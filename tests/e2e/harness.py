@@ -101,13 +101,18 @@ class BotHarness:
     async def ledger(self, timeout: float = 5.0) -> dict[str, int]:  # noqa: ASYNC109
         """The ledger totals once no reservation is left open (jobs settle just after their last message)."""
         assert self.store is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        totals = await self.store.ledger_totals()
-        while totals["reserved"] and loop.time() < deadline:
-            await asyncio.sleep(0.01)  # the store has no change notification to wait on
-            totals = await self.store.ledger_totals()
-        return totals
+        return await settled_ledger(self.store, timeout)
+
+
+async def settled_ledger(store: Store, timeout: float = 5.0) -> dict[str, int]:  # noqa: ASYNC109
+    """The store's ledger totals once no reservation is left open, or as they are after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    totals = await store.ledger_totals()
+    while totals["reserved"] and loop.time() < deadline:
+        await asyncio.sleep(0.01)  # the store has no change notification to wait on
+        totals = await store.ledger_totals()
+    return totals
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from storage import Store, open_store
 from storage.base import JobRow
-from tests.e2e.harness import API_KEY, is_status, outcome
+from tests.e2e.harness import API_KEY, is_status, outcome, settled_ledger
 from tests.e2e.process import BotProcess
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeMessage, FakeUser, InteractionRecord
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse, RecordedRequest
@@ -66,13 +66,7 @@ class Cluster:
 
     async def settled(self, timeout: float = 5.0) -> dict[str, int]:  # noqa: ASYNC109
         """The ledger once nothing is reserved any more."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        totals = await self.store.ledger_totals()
-        while totals["reserved"] and loop.time() < deadline:
-            await asyncio.sleep(0.05)  # the store has no change notification to wait on
-            totals = await self.store.ledger_totals()
-        return totals
+        return await settled_ledger(self.store, timeout)
 
 
 @contextlib.asynccontextmanager
