@@ -411,13 +411,9 @@ class SQLiteStore:
     async def renew_leases(self, *, owner: str, lease_until: str, states: Iterable[str] = LEASED_STATES) -> list[str]:
         chosen = tuple(str(name) for name in states)
         placeholders = ", ".join("?" for _ in chosen)
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
-                f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({placeholders})"
-                " RETURNING id",
-                (lease_until, owner, *chosen),
-            )
-            return [row[0] for row in rows]
+        query = f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({placeholders}) RETURNING id"
+        rows = await self._step(lambda db: db.execute(query, (lease_until, owner, *chosen)).fetchall())
+        return [row[0] for row in rows]
 
     async def expired_leases(self, now: str) -> list[JobRow]:
         query = (
@@ -428,13 +424,11 @@ class SQLiteStore:
             return [job_from_row(row) async for row in cursor]
 
     async def take_over(self, job_id: str, *, state: str, owner: str, lease_until: str, now: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?"
-                " WHERE id = ? AND state = ? AND lease_expires_at < ?",
-                (owner, lease_until, job_id, state, now),
-            )
-            return cursor.rowcount == 1
+        changed = await self._write(
+            "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ? AND state = ? AND lease_expires_at < ?",
+            (owner, lease_until, job_id, state, now),
+        )
+        return changed == 1
 
     def listen(self, callback: Callable[[str], None]) -> None:
         self._listeners.append(callback)
