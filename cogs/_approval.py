@@ -51,12 +51,18 @@ class ApprovalButton(
             await answer_in_server_language(interaction)
             if not interaction.permissions.manage_messages:
                 raise UserFacingError("error.not_a_moderator")
+            # The request is clickable before the bot has stored its id: the click says which message it is.
+            request_id = interaction.message.id if interaction.message else None
             if self.action == "reject":
-                modal = RejectModal(self.job_id, language_of(interaction), opened_by=interaction.id)
+                modal = RejectModal(
+                    self.job_id, language_of(interaction), opened_by=interaction.id, request_id=request_id
+                )
                 await interaction.response.send_modal(modal)
                 return
             await interaction.response.defer(ephemeral=True, thinking=True)
-            approved = await interaction.client.jobs.approve(self.job_id, interaction.user.id)
+            approved = await interaction.client.jobs.approve(
+                self.job_id, interaction.user.id, request_message_id=request_id
+            )
             await interaction.followup.send(
                 text(interaction, "approval.done" if approved else "error.already_decided"), ephemeral=True
             )
@@ -72,12 +78,13 @@ def approval_view(job: Job, language: str) -> discord.ui.View:
 
 
 class RejectModal(discord.ui.Modal):
-    def __init__(self, job_id: str, language: str, *, opened_by: int) -> None:
+    def __init__(self, job_id: str, language: str, *, opened_by: int, request_id: int | None) -> None:
         # One modal per click: discord.py keys open modals by custom_id, and two moderators may reject at once.
         super().__init__(
             title=t(language, "modal.reject_title"), custom_id=f"reject:{job_id}:{opened_by}", timeout=MODAL_TIMEOUT
         )
         self.job_id = job_id
+        self.request_id = request_id
         self.reason = discord.ui.TextInput(
             label=t(language, "modal.reason_label"),
             custom_id="reason",
@@ -91,7 +98,9 @@ class RejectModal(discord.ui.Modal):
         await answer_in_server_language(interaction)
         reason = self.reason.value.strip() or None
         await interaction.response.defer(ephemeral=True, thinking=True)  # settling talks to Discord several times
-        rejected = await interaction.client.jobs.reject(self.job_id, interaction.user.id, reason)
+        rejected = await interaction.client.jobs.reject(
+            self.job_id, interaction.user.id, reason, request_message_id=self.request_id
+        )
         await interaction.followup.send(
             text(interaction, "approval.done" if rejected else "error.already_decided"), ephemeral=True
         )

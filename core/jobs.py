@@ -201,13 +201,17 @@ class JobService:
             await self._settle_pending(job, "error.approval_unavailable", decision="expired")
             return
         job.approval_message_id = message_id
-        await self._store.update_job(job.id, approval_message_id=message_id)
-        self.events.progress(job, None)
+        # A moderator may have decided already (the request is clickable before its id comes back): then the
+        # status tells the decision, not "waiting for approval".
+        if await self._store.update_job(job.id, expect=[JobState.PENDING], approval_message_id=message_id):
+            self.events.progress(job, None)
 
-    async def approve(self, job_id: str, moderator_id: int) -> Job | None:
+    async def approve(self, job_id: str, moderator_id: int, *, request_message_id: int | None = None) -> Job | None:
         """Queues a pending job; None when it is not pending any more (decided, expired or unknown), or when the
-        bot is shutting down (the job then stays pending, and pending jobs survive restarts)."""
-        job = await self._pending(job_id)
+        bot is shutting down (the job then stays pending, and pending jobs survive restarts).
+
+        `request_message_id` is the clicked request's message, for a click that came before its id was stored."""
+        job = await self._pending(job_id, request_message_id)
         if job is None or not self._accepting:
             return None
         if job.approval_expires_at is not None and job.approval_expires_at <= self._clock():
@@ -220,9 +224,11 @@ class JobService:
         await self._decided(job, "approved", moderator_id)
         return job
 
-    async def reject(self, job_id: str, moderator_id: int, reason: str | None) -> Job | None:
+    async def reject(
+        self, job_id: str, moderator_id: int, reason: str | None, *, request_message_id: int | None = None
+    ) -> Job | None:
         """Refunds a pending job and tells its requester why; None when it is not pending any more."""
-        job = await self._pending(job_id)
+        job = await self._pending(job_id, request_message_id)
         if job is None:
             return None
         job.note = reason
@@ -230,9 +236,13 @@ class JobService:
             return None
         return job
 
-    async def _pending(self, job_id: str) -> Job | None:
+    async def _pending(self, job_id: str, request_message_id: int | None) -> Job | None:
         job = await self.load(job_id)
-        return job if job is not None and job.state is JobState.PENDING else None
+        if job is None or job.state is not JobState.PENDING:
+            return None
+        if job.approval_message_id is None:
+            job.approval_message_id = request_message_id
+        return job
 
     async def expire_pending(self) -> int:
         """Refunds the pending jobs whose approval time ran out; returns how many."""

@@ -38,6 +38,7 @@ class RecordedEvents:
     """A JobEvents that records what the chat side would have shown."""
 
     progress_log: list[tuple[str, int | None]] = field(default_factory=list)
+    shown_states: list[tuple[str, JobState]] = field(default_factory=list)  # the state each progress call showed
     stopped: list[str] = field(default_factory=list)  # jobs whose progress another process took over
     delivered: list[tuple[Job, DownloadedImage, QuotaStatus]] = field(default_factory=list)
     told: list[Job] = field(default_factory=list)
@@ -50,6 +51,7 @@ class RecordedEvents:
 
     def progress(self, job: Job, position: int | None) -> None:
         self.progress_log.append((job.id, position))
+        self.shown_states.append((job.id, job.state))
         self.changed.set()
 
     def stop_progress(self, job: Job) -> None:
@@ -554,8 +556,12 @@ class Clock:
         return self.now
 
 
+ANY_JOB = "*"
+
+
 class GatedEvents(RecordedEvents):
-    """Holds finished()/deliver() for chosen jobs until a test lets them go, to reproduce races."""
+    """Holds finished()/deliver()/awaiting_approval() for chosen jobs (or ANY_JOB) until a test lets them go, to
+    reproduce races."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -566,10 +572,16 @@ class GatedEvents(RecordedEvents):
         return self.gates[(what, job_id)]
 
     async def _hold(self, what: str, job_id: str) -> None:
-        if (what, job_id) in self.gates:
-            entered, released = self.gates[(what, job_id)]
+        gate = self.gates.get((what, job_id)) or self.gates.get((what, ANY_JOB))
+        if gate is not None:
+            entered, released = gate
             entered.set()
             await released.wait()
+
+    async def awaiting_approval(self, job: Job) -> int | None:
+        message_id = await super().awaiting_approval(job)
+        await self._hold("awaiting_approval", job.id)  # posted, its id not back yet
+        return message_id
 
     async def finished(self, job: Job) -> None:
         await self._hold("finished", job.id)
@@ -578,6 +590,27 @@ class GatedEvents(RecordedEvents):
     async def deliver(self, job: Job, image: DownloadedImage, quota: QuotaStatus) -> int:
         await self._hold("deliver", job.id)
         return await super().deliver(job, image, quota)
+
+
+@pytest.mark.parametrize("decision", ["approved", "rejected"])
+async def test_a_request_decided_before_its_id_is_stored_is_still_marked(start_service, store, decision) -> None:
+    events = GatedEvents()
+    service = await start_service(events)
+    posted, answered = events.gate("awaiting_approval", ANY_JOB)
+    submitting = asyncio.create_task(service.submit(needing_approval()))
+    await posted.wait()  # the request is in the mod log and a moderator clicks before the bot knows its id
+    (request,) = events.approval_requests
+    if decision == "approved":
+        assert await service.approve(request.id, moderator_id=7, request_message_id=4001) is not None
+    else:
+        assert await service.reject(request.id, moderator_id=7, reason=None, request_message_id=4001) is not None
+    answered.set()
+    job = await submitting
+    await service.wait_idle()
+    assert events.decisions == [(job.id, decision, 7)]
+    assert (job.id, JobState.PENDING) not in events.shown_states  # never "waiting for approval" after the decision
+    committed = 1 if decision == "approved" else 0
+    assert await store.ledger_totals() == {"reserved": 0, "committed": committed, "refunded": 1 - committed}
 
 
 async def test_the_sweeper_cannot_refund_a_job_approved_meanwhile(start_service, store) -> None:

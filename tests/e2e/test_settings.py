@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import discord
@@ -277,6 +278,37 @@ async def test_approval_approve_and_reject(harness: BotHarness) -> None:
     assert "Rejected by" in request.content
     assert [r.json["prompt"] for r in harness.api.requests] == ["a castle"]
     assert await harness.check_ledger() == {"reserved": 0, "committed": 1, "refunded": 1}
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_request_decided_before_the_bot_has_its_id_is_still_marked(harness: BotHarness, decision: str) -> None:
+    """Discord shows the request (and its buttons) before the bot has read Discord's answer to posting it."""
+    admin, alice = member(harness, "admin", permissions=ADMIN), member(harness, "alice")
+    moderator = member(harness, "mod", permissions=MODERATOR)
+    log_channel = await setup_mod_log(harness, admin)
+    await configure(harness, admin, "moderation approval", mode="all")
+    posting = harness.discord.hold_next(
+        lambda r: r.method == "POST" and r.path == f"/channels/{log_channel.id}/messages" and "approval:" in r.text()
+    )
+
+    record = await harness.draw(alice, prompt="a castle")
+    await asyncio.wait_for(posting.reached.wait(), 5)
+    request = await approval_request(harness, log_channel)
+    button = next(c for c in request.custom_ids if c.startswith(f"approval:{decision}:"))
+    click = await harness.discord.click(request, button, user=moderator)
+    if decision == "reject":
+        await click.wait_for_ack()
+        assert click.modal is not None
+        click = await harness.discord.submit_modal(click.modal["custom_id"], {"reason": "no"}, user=moderator)
+    assert "done" in (await outcome(click)).content.lower()
+    assert not request.components and ("Approved by" if decision == "approve" else "Rejected by") in request.content
+    posting.release()
+
+    final = await outcome(record)
+    assert bool(final.attachments) is (decision == "approve")
+    assert "Waiting for a moderator" not in harness.discord.all_request_text()  # the decision came first
+    committed = int(decision == "approve")
+    assert await harness.check_ledger() == {"reserved": 0, "committed": committed, "refunded": 1 - committed}
 
 
 class SlowChannel:

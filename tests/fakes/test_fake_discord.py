@@ -460,6 +460,22 @@ async def test_rate_limited_request_is_retried(fake_discord: FakeDiscord, bot: T
     assert [r.status for r in posts] == [429, 200] and posts[0].response["global"] is True
 
 
+async def test_a_held_answer_comes_when_released_after_its_message_is_there(
+    fake_discord: FakeDiscord, bot: TinyBot
+) -> None:
+    held = fake_discord.hold_next("POST /channels/*/messages")
+    record = await fake_discord.invoke("post", options={"channel": fake_discord.general})
+    await asyncio.wait_for(held.reached.wait(), 5)
+    posted = await fake_discord.wait_for_channel_message(fake_discord.general, lambda m: m.content == "posted")
+    assert posted.author is fake_discord.bot_user
+    await record.wait_for_ack()
+    assert record.message is None or record.message.content != "done"  # the bot still waits for the answer
+    held.release()
+    assert (await record.wait_for_message(lambda m: m.content == "done")).content == "done"
+    again = await fake_discord.invoke("post", options={"channel": fake_discord.general})
+    assert (await again.wait_for_message(lambda m: m.content == "done")).content == "done"  # held only once
+
+
 async def test_schema_violation_is_recorded_and_answered_50035(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     with fake_discord.expect_violations() as violations:
         record = await fake_discord.invoke("send", length=2001)

@@ -42,7 +42,7 @@ from .models import (
     solid_png,
 )
 from .openapi import DEFAULT_SPEC_PATH, load_spec
-from .rest import API_PREFIX, RestApi, RoutePattern
+from .rest import API_PREFIX, HeldAnswer, RestApi, RoutePattern
 from .routes import Routes
 from .world import World
 
@@ -167,6 +167,7 @@ class FakeDiscord:
         log.info("fake Discord listening on %s", self.url)
 
     async def close(self) -> None:
+        self._api.release_all()
         for task in self._tasks:
             task.cancel()
         await self.gateway.close()
@@ -638,6 +639,12 @@ class FakeDiscord:
         a glob on the concrete path (``"POST /webhooks/*"``), or a callable taking the ``RequestRecord``.
         """
         self._api.rate_limit_next(route, retry_after, global_, times)
+
+    def hold_next(self, route: RoutePattern) -> HeldAnswer:
+        """Keep back the answer to the next request matching ``route`` (as in ``rate_limit_next``) until the test
+        calls ``release()`` on what this returns: what the request made is already visible, as when Discord's
+        answer is slow to arrive. ``reached`` is set once the request was handled."""
+        return self._api.hold_next(route)
 
     def all_request_text(self) -> str:
         """Everything the bot sent (REST bodies, file names and bytes, headers except Authorization,

@@ -7,11 +7,14 @@ Every request under ``/api/v10`` goes through ``RestApi.handle``:
 3. a pending ``rate_limit_next`` rule -> 429 with Discord's headers and body;
 4. files over the upload limit -> 413 (code 40005);
 5. body not valid for the OpenAPI operation -> violation + 400 (code 50035);
-6. the route handler, which answers or raises ``DiscordError``.
+6. the route handler, which answers or raises ``DiscordError``;
+7. a pending ``hold_next`` rule keeps the answer back (what the handler made is already in the world) until the
+   test releases it, as a slow network would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import json
@@ -88,6 +91,19 @@ Handler = Callable[[Incoming], Awaitable[Reply]]
 RoutePattern = str | Callable[[RequestRecord], bool]
 
 
+def route_matches(pattern: RoutePattern, record: RequestRecord) -> bool:
+    if callable(pattern):
+        return bool(pattern(record))
+    method, _, path = pattern.partition(" ")
+    if not path:
+        method, path = "", pattern
+    if method and method.upper() != record.method:
+        return False
+    if record.route is not None and _shape(path) == _shape(record.route):
+        return True
+    return fnmatch.fnmatchcase(record.path, path)
+
+
 @dataclass
 class RateLimitRule:
     pattern: RoutePattern
@@ -96,16 +112,19 @@ class RateLimitRule:
     times: int
 
     def matches(self, record: RequestRecord) -> bool:
-        if callable(self.pattern):
-            return bool(self.pattern(record))
-        method, _, path = self.pattern.partition(" ")
-        if not path:
-            method, path = "", self.pattern
-        if method and method.upper() != record.method:
-            return False
-        if record.route is not None and _shape(path) == _shape(record.route):
-            return True
-        return fnmatch.fnmatchcase(record.path, path)
+        return route_matches(self.pattern, record)
+
+
+@dataclass
+class HeldAnswer:
+    """The answer to the next matching request, kept back until `release()`."""
+
+    pattern: RoutePattern
+    reached: asyncio.Event = field(default_factory=asyncio.Event)  # set once the request was handled
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 def _shape(template: str) -> str:
@@ -138,6 +157,7 @@ class RestApi:
     _routes: dict[tuple[str, str], _Route] = field(default_factory=dict)
     _matcher: RouteMatcher = field(default_factory=RouteMatcher)
     _rate_limits: list[RateLimitRule] = field(default_factory=list)
+    _holds: list[HeldAnswer] = field(default_factory=list)
 
     def add(self, method: str, template: str, handler: Handler, *, auth: bool = True) -> None:
         self._routes[(method, template)] = _Route(handler, auth)
@@ -145,6 +165,15 @@ class RestApi:
 
     def rate_limit_next(self, pattern: RoutePattern, retry_after: float, global_: bool, times: int) -> None:
         self._rate_limits.append(RateLimitRule(pattern, retry_after, global_, times))
+
+    def hold_next(self, pattern: RoutePattern) -> HeldAnswer:
+        held = HeldAnswer(pattern)
+        self._holds.append(held)
+        return held
+
+    def release_all(self) -> None:
+        for held in self._holds:
+            held.release()
 
     def violation(self, kind: str, record: RequestRecord, message: str) -> None:
         found = Violation(kind, record.method, record.path, record.route, message, record.json)
@@ -172,6 +201,10 @@ class RestApi:
         params = found[1] if found else {}
         response = await self._answer(request, record, route, params, raw)
         log.debug("fake Discord: %s %s -> %s", method, path, record.status)
+        held = next((h for h in self._holds if not h.reached.is_set() and route_matches(h.pattern, record)), None)
+        if held is not None:
+            held.reached.set()
+            await held.released.wait()
         self.on_request(record, params)
         return response
 
