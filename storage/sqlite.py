@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence, Sized
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -380,14 +380,13 @@ class SQLiteStore:
         self, job_id: str, *, expect: Iterable[str], owner: str | None = None, lease_until: str | None = None
     ) -> bool:
         expected = tuple(str(name) for name in expect)
-        placeholders = ", ".join("?" for _ in expected)
         # A re-run keeps its turn (it goes first); an approved job gets one now.
         changed = await self._write(
             f"""
             UPDATE jobs SET state = 'queued', turn = COALESCE(turn, {_next_turn("jobs.user_id")}),
                             attempts = attempts + (state = 'running'), lease_owner = ?, lease_expires_at = ?,
                             updated_at = ?
-            WHERE id = ? AND state IN ({placeholders})
+            WHERE id = ? AND state IN ({_placeholders(expected)})
             """,
             (owner, lease_until, utc_now(), job_id, *expected),
         )
@@ -410,8 +409,10 @@ class SQLiteStore:
 
     async def renew_leases(self, *, owner: str, lease_until: str, states: Iterable[str] = LEASED_STATES) -> list[str]:
         chosen = tuple(str(name) for name in states)
-        placeholders = ", ".join("?" for _ in chosen)
-        query = f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({placeholders}) RETURNING id"
+        query = (
+            f"UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND state IN ({_placeholders(chosen)})"
+            " RETURNING id"
+        )
         rows = await self._step(lambda db: db.execute(query, (lease_until, owner, *chosen)).fetchall())
         return [row[0] for row in rows]
 
@@ -447,7 +448,7 @@ class SQLiteStore:
         arguments.append(job_id)
         if expect is not None:
             states = tuple(expect)
-            where += f" AND state IN ({', '.join('?' for _ in states)})"
+            where += f" AND state IN ({_placeholders(states)})"
             arguments.extend(states)
         if held_by is not None:
             where += " AND lease_owner = ?"
@@ -467,7 +468,6 @@ class SQLiteStore:
     ) -> bool:
         expected = finish_arguments(state, expect)
         finished_at = utc_now()
-        placeholders = ", ".join("?" for _ in expected)
         held = "" if held_by is None else " AND lease_owner = ?"
         # The jobs_settle_quota trigger settles the reservation in the same statement (committed only for 'done').
         changed = await self._write(
@@ -475,7 +475,7 @@ class SQLiteStore:
             UPDATE jobs SET state = ?, error = ?, note = COALESCE(?, note),
                             result_message_id = COALESCE(?, result_message_id),
                             interaction_token = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-            WHERE id = ? AND state IN ({placeholders}){held}
+            WHERE id = ? AND state IN ({_placeholders(expected)}){held}
             """,
             (str(state), error, note, result_message_id, finished_at, finished_at, job_id, *expected)
             + (() if held_by is None else (held_by,)),
@@ -660,6 +660,11 @@ class SQLiteStore:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+
+def _placeholders(values: Sized) -> str:
+    """One `?` for each of `values`, for an `IN (...)`."""
+    return ", ".join("?" * len(values))
 
 
 def _statements(script: str) -> list[str]:
