@@ -22,6 +22,7 @@ from core.errors import QuotaExhausted, UserFacingError
 from core.images import DownloadedImage
 from core.job import DeliveryError, Job, JobLimits, JobRequest, JobState, ReplyTarget, format_time, rerolled
 from core.jobs import ANNOUNCE_BATCH, JobService
+from core.metrics import Metrics
 from core.params import CharacterParams, Command, DrawParams
 from core.quota import QuotaService, QuotaStatus, QuotaWindow
 from storage import Store, open_store
@@ -89,6 +90,40 @@ async def events() -> RecordedEvents:
     return RecordedEvents()
 
 
+def job_service(
+    store: Store,
+    api: FakeDoubao,
+    session: aiohttp.ClientSession,
+    *,
+    api_timeout: float = 0.5,
+    daily_limit: int = 5,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    **limits: object,
+) -> JobService:
+    """A job service on `store` (not started), calling `api`; with `metrics`, shared with its client as bot.py
+    wires them."""
+    client = DoubaoClient(
+        session,
+        api_key=API_KEY,
+        base_url=api.base_url,
+        timeout=api_timeout,
+        max_attempts=2,
+        backoff_base=0.01,
+        metrics=metrics,
+    )
+    return JobService(
+        store=store,
+        quota=QuotaService(store, daily_limit=daily_limit),
+        client=client,
+        session=session,
+        extras=ApiExtras(),
+        limits=JobLimits(**({"max_concurrent": 2, "shutdown_grace": 1.0} | limits)),  # type: ignore[arg-type]
+        metrics=metrics,
+        **({} if clock is None else {"clock": clock}),
+    )
+
+
 @pytest.fixture
 async def start_service(
     api: FakeDoubao, store: Store, session: aiohttp.ClientSession, events: RecordedEvents
@@ -99,18 +134,7 @@ async def start_service(
     async def start(
         with_events: RecordedEvents | None = None, *, daily_limit: int = 5, clock: Clock | None = None, **limits: object
     ) -> JobService:
-        client = DoubaoClient(
-            session, api_key=API_KEY, base_url=api.base_url, timeout=0.5, max_attempts=2, backoff_base=0.01
-        )
-        service = JobService(
-            store=store,
-            quota=QuotaService(store, daily_limit=daily_limit),
-            client=client,
-            session=session,
-            extras=ApiExtras(),
-            limits=JobLimits(**({"max_concurrent": 2, "shutdown_grace": 1.0} | limits)),  # type: ignore[arg-type]
-            **({} if clock is None else {"clock": clock}),
-        )
+        service = job_service(store, api, session, daily_limit=daily_limit, clock=clock, **limits)
         stack.push_async_callback(service.shutdown)  # shutting down twice, or before start, does nothing
         await service.start(events if with_events is None else with_events)
         return service
@@ -805,16 +829,8 @@ def test_a_place_far_back_is_announced_only_when_it_crosses_a_bound() -> None:
 
 
 def process_service(store: Store, api: FakeDoubao, session: aiohttp.ClientSession, **limits: float) -> JobService:
-    """The job service of one of several processes sharing `store`."""
-    client = DoubaoClient(session, api_key=API_KEY, base_url=api.base_url, timeout=10, max_attempts=1)
-    return JobService(
-        store=store,
-        quota=QuotaService(store, daily_limit=5),
-        client=client,
-        session=session,
-        extras=ApiExtras(),
-        limits=JobLimits(**limits),  # type: ignore[arg-type]
-    )
+    """The job service of one of several processes sharing `store` (PostgreSQL); its API calls may be held long."""
+    return job_service(store, api, session, api_timeout=10, **limits)
 
 
 async def test_leases_are_kept_while_running_jobs_finish_during_shutdown(

@@ -16,15 +16,13 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import doubao
-from core.config import ApiExtras, load_settings
-from core.doubao import DoubaoClient
-from core.job import JobLimits, JobState
+from core.config import load_settings
+from core.job import JobState
 from core.jobs import JobService
 from core.metrics import API_ERROR_KINDS, Metrics
 from core.ops_server import OpsServer, OpsServerError, ops_server
-from core.quota import QuotaService
 from storage import Store, open_store
-from tests.core.test_jobs import API_KEY, RecordedEvents, draw, hold
+from tests.core.test_jobs import RecordedEvents, draw, hold, job_service
 from tests.fakes.doubao_server import FakeDoubao, FakeResponse
 
 
@@ -38,18 +36,7 @@ async def service(
     api: FakeDoubao, store: Store, session: aiohttp.ClientSession, metrics: Metrics
 ) -> AsyncIterator[JobService]:
     """A job service wired as bot.py wires it: the client and the service share one Metrics."""
-    client = DoubaoClient(
-        session, api_key=API_KEY, base_url=api.base_url, timeout=0.5, max_attempts=2, backoff_base=0.01, metrics=metrics
-    )
-    service = JobService(
-        store=store,
-        quota=QuotaService(store, daily_limit=10),
-        client=client,
-        session=session,
-        extras=ApiExtras(),
-        limits=JobLimits(max_concurrent=1, max_per_user=5, shutdown_grace=1.0),
-        metrics=metrics,
-    )
+    service = job_service(store, api, session, daily_limit=10, metrics=metrics, max_concurrent=1, max_per_user=5)
     await service.start(RecordedEvents())
     try:
         yield service
