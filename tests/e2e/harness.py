@@ -89,6 +89,19 @@ class BotHarness:
         options.setdefault("prompt", "a red fox in the snow")
         return await self.discord.invoke("draw", user=user, **options)
 
+    async def decide(
+        self, request: FakeMessage, decision: str, moderator: FakeUser, reason: str = ""
+    ) -> InteractionRecord:
+        """A moderator's Approve or Reject (`decision`) on an approval request in the mod log, a rejection's
+        `reason` given in its modal; the interaction that answers the moderator."""
+        button = next(c for c in request.custom_ids if c.startswith(f"approval:{decision}:"))
+        click = await self.discord.click(request, button, user=moderator)
+        if decision == "approve":
+            return click
+        await click.wait_for_ack()
+        assert click.modal is not None
+        return await self.discord.submit_modal(click.modal["custom_id"], {"reason": reason}, user=moderator)
+
     async def check_ledger(self) -> dict[str, int]:
         """Nothing left reserved, and every charge is a posted image."""
         totals = await self.ledger()

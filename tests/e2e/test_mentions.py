@@ -78,11 +78,7 @@ async def everything_that_echoes(harness: BotHarness, pings: str) -> list[Intera
         request = await discord_.wait_for_channel_message(
             log_channel, lambda m: any(c.startswith("approval:") for c in m.custom_ids), timeout=5
         )
-        click = await discord_.click(request, button(request, f"approval:{decision}:"), user=moderator)
-        if decision == "reject":
-            await click.wait_for_ack()
-            assert click.modal is not None
-            click = await discord_.submit_modal(click.modal["custom_id"], {"reason": pings}, user=moderator)
+        click = await harness.decide(request, decision, moderator, pings)
         await outcome(click)
         records += [click, record]
         await outcome(record)

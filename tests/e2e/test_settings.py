@@ -260,19 +260,14 @@ async def test_approval_approve_and_reject(harness: BotHarness) -> None:
     assert "a castle" in embed_text(request) and harness.api.requests == []
     stranger = await outcome(await harness.discord.click(request, request.custom_ids[0], user=alice))
     assert stranger.ephemeral and "Only moderators" in stranger.content
-    approve = next(c for c in request.custom_ids if c.startswith("approval:approve:"))
-    await outcome(await harness.discord.click(request, approve, user=moderator))
+    await outcome(await harness.decide(request, "approve", moderator))
     assert (await outcome(record)).attachments
     assert "Approved by" in request.content and not request.components
 
     record = await harness.draw(alice, prompt="a dungeon")
     await pending(record)
     request = await approval_request(harness, log_channel)
-    reject = next(c for c in request.custom_ids if c.startswith("approval:reject:"))
-    click = await harness.discord.click(request, reject, user=moderator)
-    await click.wait_for_ack()
-    assert click.modal is not None
-    await outcome(await harness.discord.submit_modal(click.modal["custom_id"], {"reason": "too dark"}, user=moderator))
+    await outcome(await harness.decide(request, "reject", moderator, "too dark"))
     told = await outcome(record)
     assert "rejected" in told.content and "too dark" in told.content and "not counted" in told.content
     assert "Rejected by" in request.content
@@ -294,13 +289,7 @@ async def test_a_request_decided_before_the_bot_has_its_id_is_still_marked(harne
     record = await harness.draw(alice, prompt="a castle")
     await asyncio.wait_for(posting.reached.wait(), 5)
     request = await approval_request(harness, log_channel)
-    button = next(c for c in request.custom_ids if c.startswith(f"approval:{decision}:"))
-    click = await harness.discord.click(request, button, user=moderator)
-    if decision == "reject":
-        await click.wait_for_ack()
-        assert click.modal is not None
-        click = await harness.discord.submit_modal(click.modal["custom_id"], {"reason": "no"}, user=moderator)
-    assert "done" in (await outcome(click)).content.lower()
+    assert "done" in (await outcome(await harness.decide(request, decision, moderator, "no"))).content.lower()
     assert not request.components and ("Approved by" if decision == "approve" else "Rejected by") in request.content
     posting.release()
 
