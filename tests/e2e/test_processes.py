@@ -148,20 +148,31 @@ async def test_both_shards_draw_and_only_shard_0_registers_the_commands(tmp_path
 
 
 async def test_the_api_limit_is_global_across_the_processes(tmp_path: Path, postgres_url: str) -> None:
-    async with shard_processes(tmp_path, postgres_url, {"MAX_CONCURRENT_JOBS": "2"}) as cluster:
-        cluster.api.default_response = FakeResponse.delay(0.2)
-        users = [cluster.member(f"user{n}", cluster.guilds[n % 2]) for n in range(4)]
-        records = [
-            await cluster.draw(user, cluster.guilds[n % 2], f"picture {n}.{round_}")
-            for round_ in range(2)
-            for n, user in enumerate(users)
-        ]
+    """Three calls at a time in the whole bot, two in each process: the three held calls are necessarily split over
+    both processes, and the one with a free slot of its own still leaves the queued jobs alone."""
+    env = {"MAX_CONCURRENT_JOBS": "3", "MAX_CONCURRENT_JOBS_PER_PROCESS": "2"}
+    async with shard_processes(tmp_path, postgres_url, env) as cluster:
+        hold = Hold()
+        cluster.api.default_response = hold
+        users = [cluster.member(f"user{n}", cluster.guilds[n % 2]) for n in range(5)]
+        records = [await cluster.draw(user, cluster.guilds[n % 2], f"picture {n}") for n, user in enumerate(users)]
+        await hold.arrived(3)
+        for record in records:  # each job is in the store once its requester has a status
+            await record.wait_for(lambda r: r.message is not None and is_status(r.message), 5, "a status")
+        states = {row.params["prompt"]: row.state for row in await cluster.store.active_jobs()}
+        assert sorted(states.values()) == ["queued", "queued", "running", "running", "running"]
+        for n, record in enumerate(records):
+            if states[f"picture {n}"] == "queued":
+                await record.wait_for(shows("Queued: position"), 5, "its place")
+        assert len(cluster.api.requests) == 3 and cluster.api.max_in_flight == 3
+        assert {cluster.shard_of_key(request.api_key) for request in cluster.api.requests} == {0, 1}
+
+        hold.release()
         messages = [await outcome(record, timeout=20) for record in records]
         assert all(message.attachments for message in messages)
-        assert cluster.api.max_in_flight == 2
-        assert {cluster.shard_of_key(request.api_key) for request in cluster.api.requests} == {0, 1}
-        assert await cluster.settled() == {"reserved": 0, "committed": 8, "refunded": 0}
-        assert len(cluster.api.requests) == 8
+        assert cluster.api.max_in_flight == 3
+        assert await cluster.settled() == {"reserved": 0, "committed": 5, "refunded": 0}
+        assert len(cluster.api.requests) == 5
 
 
 async def test_buttons_work_on_an_image_the_other_process_made(tmp_path: Path, postgres_url: str) -> None:
