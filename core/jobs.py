@@ -179,8 +179,7 @@ class JobService:
         return job
 
     async def _queued(self, job: Job) -> None:
-        self._queued_here[job.id] = job
-        self._idle.clear()
+        self._keep_queued(job)
         await self._store.publish(QUEUE)
 
     def _on_notice(self, topic: str) -> None:
@@ -278,6 +277,11 @@ class JobService:
         self._forget_queued(job_id)
         await self._store.publish(QUEUE)
         return True
+
+    def _keep_queued(self, job: Job) -> None:
+        """This process tells the queued `job` its place from now on (`_forget_queued` undoes it)."""
+        self._queued_here[job.id] = job
+        self._idle.clear()
 
     def _forget_queued(self, job_id: str) -> None:
         self._queued_here.pop(job_id, None)
@@ -526,8 +530,7 @@ class JobService:
             log.info("job %s taken over from a process that stopped (it was %s)", row.id, row.state)
             job = Job.from_row(row)
             if job.state is JobState.QUEUED:
-                self._queued_here[job.id] = job
-                self._idle.clear()
+                self._keep_queued(job)
                 self._positions_changed.set()
             else:
                 await self._settle_abandoned(job, rerun=True)
@@ -568,8 +571,7 @@ class JobService:
                 pass  # still waiting for a moderator; the sweeper expires it in time
             elif job.state is JobState.QUEUED and job.reply.token_usable(now):
                 log.info("job %s still queued after a restart", job.id)
-                self._queued_here[job.id] = job
-                self._idle.clear()
+                self._keep_queued(job)
             elif job.state is JobState.QUEUED:
                 await self._finish(job, JobState.FAILED, error="error.interrupted")
             else:
