@@ -302,9 +302,9 @@ async def test_a_job_run_by_the_other_process_keeps_its_image_and_buttons(tmp_pa
         guild = cluster.guilds[busy]  # its requests are queued by the busy process
         bob, carol = cluster.member("bob", guild), cluster.member("carol", guild)
         ahead = await cluster.draw(bob, guild, "ahead")
-        await ahead.wait_for(lambda r: r.message is not None and "position 1" in r.message.content, 5, "position 1")
+        await ahead.wait_for(shows("position 1"), 5, "position 1")
         record = await cluster.draw(carol, guild, "behind")
-        await record.wait_for(lambda r: r.message is not None and "position 2" in r.message.content, 5, "position 2")
+        await record.wait_for(shows("position 2"), 5, "position 2")
 
         holds[1].release()  # the other process runs "ahead", then "behind"; the busy one cannot
         for done in (second, ahead, record):
